@@ -1,14 +1,16 @@
 //! The deterministic, serialisable random-number generator behind every
 //! random choice in sapo (segment cuts, replay draws, data order, sampling).
 //!
-//! The generator is xoshiro256++ from `rand_xoshiro`; sapo only adds the
-//! derivations it needs (uniform floats and integers) written out here so
-//! that their exact outputs cannot change under a dependency update: a run
-//! resumed from a checkpoint must draw the same numbers as one that never
-//! stopped.
+//! The generator is xoshiro256++ (Blackman & Vigna), seeded through
+//! SplitMix64. Its dozen lines are written out here rather than taken from
+//! `rand_xoshiro` because every `rand_*` generator crate's `serde` feature
+//! switches on serde's `std`, which breaks the `no_std` build; a test checks
+//! our output against `rand_xoshiro`'s bit for bit. The derivations (uniform
+//! floats and integers) are written out too, so their exact outputs cannot
+//! change under a dependency update: a run resumed from a checkpoint must
+//! draw the same numbers as one that never stopped.
 
-use rand_core::{RngCore, SeedableRng};
-use rand_xoshiro::{SplitMix64, Xoshiro256PlusPlus};
+use rand_core::RngCore;
 
 /// A seeded xoshiro256++ generator whose whole state serialises with serde.
 ///
@@ -25,7 +27,17 @@ use rand_xoshiro::{SplitMix64, Xoshiro256PlusPlus};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SapoRng {
-    inner: Xoshiro256PlusPlus,
+    /// The xoshiro256++ state; never all zero.
+    state: [u64; 4],
+}
+
+/// One SplitMix64 step: advances `state` and returns the mixed output.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl SapoRng {
@@ -42,24 +54,33 @@ impl SapoRng {
     /// of `stream`; SplitMix64's first output is a bijection of its seed, so
     /// distinct pairs give distinct states.
     pub fn from_seed_and_stream(seed: u64, stream: u64) -> Self {
-        let mut seed_mixer = SplitMix64::seed_from_u64(seed);
-        let mut stream_mixer = SplitMix64::seed_from_u64(stream);
-        let words = [
-            seed_mixer.next_u64(),
-            seed_mixer.next_u64(),
-            stream_mixer.next_u64(),
-            stream_mixer.next_u64(),
+        let (mut seed_mixer, mut stream_mixer) = (seed, stream);
+        let mut state = [
+            splitmix64(&mut seed_mixer),
+            splitmix64(&mut seed_mixer),
+            splitmix64(&mut stream_mixer),
+            splitmix64(&mut stream_mixer),
         ];
-        let mut state = [0u8; 32];
-        for (chunk, word) in state.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
+        if state == [0; 4] {
+            // Unreachable in practice (SplitMix64 would have to output four
+            // zeros), but the all-zero state is xoshiro's one fixed point.
+            state[0] = 1;
         }
-        SapoRng { inner: Xoshiro256PlusPlus::from_seed(state) }
+        SapoRng { state }
     }
 
-    /// The next 64 random bits.
+    /// The next 64 random bits (xoshiro256++).
     pub fn next_u64(&mut self) -> u64 {
-        self.inner.next_u64()
+        let s = &mut self.state;
+        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
     }
 
     /// A uniform float in `[0, 1)` with 53 random bits (every value a
@@ -134,22 +155,45 @@ impl SapoRng {
 }
 
 impl RngCore for SapoRng {
+    /// The upper 32 bits of [`SapoRng::next_u64`], as `rand_xoshiro` does.
     fn next_u32(&mut self) -> u32 {
-        self.inner.next_u32()
+        (SapoRng::next_u64(self) >> 32) as u32
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.inner.next_u64()
+        SapoRng::next_u64(self)
     }
 
     fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.inner.fill_bytes(dest)
+        for chunk in dest.chunks_mut(8) {
+            let bytes = SapoRng::next_u64(self).to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_is_bit_identical_to_rand_xoshiro() {
+        use rand_core::SeedableRng;
+        for (seed, stream) in [(0, 0), (1, 0), (42, 7), (u64::MAX, u64::MAX)] {
+            let mut ours = SapoRng::from_seed_and_stream(seed, stream);
+            let mut bytes = [0u8; 32];
+            for (chunk, word) in bytes.chunks_exact_mut(8).zip(ours.state) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            let mut reference = rand_xoshiro::Xoshiro256PlusPlus::from_seed(bytes);
+            for _ in 0..1000 {
+                assert_eq!(ours.next_u64(), reference.next_u64());
+            }
+            let mut splitmix_ours = seed;
+            let mut splitmix_reference = rand_xoshiro::SplitMix64::seed_from_u64(seed);
+            assert_eq!(splitmix64(&mut splitmix_ours), splitmix_reference.next_u64());
+        }
+    }
 
     #[test]
     fn streams_of_one_seed_differ() {
