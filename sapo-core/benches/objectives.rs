@@ -23,9 +23,11 @@ struct Data {
 fn data() -> Data {
     let mut rng = SapoRng::from_seed_u64(1);
     let mut column = |scale: f64| (0..PAIRS).map(|_| -scale * (0.01 + rng.next_f64())).collect::<Vec<f64>>();
-    let columns = vec![column(80.0), column(80.0), column(80.0), column(80.0), column(-1.0), column(-1.0), column(120.0)];
+    let columns =
+        vec![column(80.0), column(80.0), column(80.0), column(80.0), column(-1.0), column(-1.0), column(120.0)];
     let mut rng = SapoRng::from_seed_u64(2);
-    let mut counts = |extra: u64| (0..PAIRS).map(|_| 1 + extra as u32 + rng.below(200).unwrap_or(0) as u32).collect::<Vec<u32>>();
+    let mut counts =
+        |extra: u64| (0..PAIRS).map(|_| 1 + extra as u32 + rng.below(200).unwrap_or(0) as u32).collect::<Vec<u32>>();
     Data { columns, chosen_counts: counts(0), rejected_counts: counts(0), nll_counts: counts(200) }
 }
 

@@ -107,7 +107,11 @@ pub fn ema_update<W: EmaWeight>(ema: &mut [W], params: &[W], decay: f64) -> Resu
         return Err(EmaError::InvalidDecay(decay));
     }
     if ema.len() != params.len() {
-        return Err(EmaError::LengthMismatch { op: "ema_update", destination_len: ema.len(), source_len: params.len() });
+        return Err(EmaError::LengthMismatch {
+            op: "ema_update",
+            destination_len: ema.len(),
+            source_len: params.len(),
+        });
     }
     W::update_slices(ema, params, decay);
     Ok(())

@@ -162,7 +162,12 @@ impl<T> ReplayBuffer<T> {
     ///
     /// # Errors
     /// [`ReplayError::Empty`].
-    pub fn draw(&mut self, batch_size: usize, policy: SamplingPolicy, rng: &mut SapoRng) -> Result<Vec<usize>, ReplayError> {
+    pub fn draw(
+        &mut self,
+        batch_size: usize,
+        policy: SamplingPolicy,
+        rng: &mut SapoRng,
+    ) -> Result<Vec<usize>, ReplayError> {
         if self.slots.is_empty() {
             return Err(ReplayError::Empty);
         }
@@ -355,10 +360,15 @@ mod tests {
 
     #[test]
     fn corrupt_states_are_refused() {
-        let state = State { capacity: 2, oldest: 0, next_insertion_index: 1, slots: alloc::vec![
-            Entry { item: 0u8, times_drawn: 0, insertion_index: 0 },
-            Entry { item: 1u8, times_drawn: 0, insertion_index: 1 },
-        ] };
+        let state = State {
+            capacity: 2,
+            oldest: 0,
+            next_insertion_index: 1,
+            slots: alloc::vec![
+                Entry { item: 0u8, times_drawn: 0, insertion_index: 0 },
+                Entry { item: 1u8, times_drawn: 0, insertion_index: 1 },
+            ],
+        };
         assert!(matches!(ReplayBuffer::from_state(state), Err(ReplayError::CorruptState(_))));
     }
 }

@@ -158,7 +158,12 @@ impl SegmentPlan {
 /// # Errors
 /// [`SegmentError::EmptyChosen`], or [`SegmentError::InvalidConfig`] for a
 /// zero `segment_len` or `max_prompt_length ≥ max_length`.
-pub fn plan(prompt_len: usize, chosen_len: usize, config: &SegmentConfig, rng: &mut SapoRng) -> Result<SegmentPlan, SegmentError> {
+pub fn plan(
+    prompt_len: usize,
+    chosen_len: usize,
+    config: &SegmentConfig,
+    rng: &mut SapoRng,
+) -> Result<SegmentPlan, SegmentError> {
     if config.segment_len == Some(0) {
         return Err(SegmentError::InvalidConfig("segment_len must be at least 1"));
     }

@@ -170,12 +170,7 @@ pub fn select_pair(ranking: &[f64], win_rates: &[f64], ties: TiePolicy) -> Resul
     if ranking[chosen] == ranking[rejected] && ties == TiePolicy::Skip {
         return Ok(None);
     }
-    Ok(Some(SppoPair {
-        chosen,
-        rejected,
-        chosen_win_rate: win_rates[chosen],
-        rejected_win_rate: win_rates[rejected],
-    }))
+    Ok(Some(SppoPair { chosen, rejected, chosen_win_rate: win_rates[chosen], rejected_win_rate: win_rates[rejected] }))
 }
 
 #[cfg(test)]

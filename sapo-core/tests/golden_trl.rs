@@ -36,7 +36,9 @@ fn param(params: &Value, name: &str) -> f64 {
 fn objective(case: &Value) -> Objective {
     let params = &case["params"];
     match case["objective"].as_str().expect("objective") {
-        "dpo" => Objective::Dpo(DpoParams { beta: param(params, "beta"), label_smoothing: param(params, "label_smoothing") }),
+        "dpo" => {
+            Objective::Dpo(DpoParams { beta: param(params, "beta"), label_smoothing: param(params, "label_smoothing") })
+        }
         "spin" => Objective::Spin(SpinParams { beta: param(params, "beta") }),
         "hinge" => Objective::Hinge(HingeParams { beta: param(params, "beta") }),
         "ipo" => Objective::Ipo(IpoParams { beta: param(params, "beta") }),
@@ -135,7 +137,12 @@ fn check_pairwise_case(case: &Value) -> f64 {
         }
     }
     let metrics = case["metrics"].as_object().expect("metrics");
-    assert_eq!(metrics.len(), out.metrics.len(), "{name}: metric names {:?}", out.metrics.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    assert_eq!(
+        metrics.len(),
+        out.metrics.len(),
+        "{name}: metric names {:?}",
+        out.metrics.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
     for (metric, expected) in metrics {
         let actual = out.metrics.get(metric).unwrap_or_else(|| panic!("{name}: missing metric {metric}"));
         let error = relative(&[actual], &[expected.as_f64().expect("metric")]);
@@ -148,11 +155,15 @@ fn check_pairwise_case(case: &Value) -> f64 {
 
 fn check_sft_case(case: &Value) -> f64 {
     let inputs = &case["inputs"];
-    let out = sft::compute(&floats(&inputs["policy_chosen_logps"]), &counts(&inputs["chosen_token_counts"])).expect("valid");
+    let out =
+        sft::compute(&floats(&inputs["policy_chosen_logps"]), &counts(&inputs["chosen_token_counts"])).expect("valid");
     let errors = [
         relative(&[out.loss], &[case["loss"].as_f64().expect("loss")]),
         relative(&out.grad_logps, &floats(&case["grads"]["policy_chosen_logps"])),
-        relative(&[out.metrics.get("num_tokens").expect("metric")], &[case["metrics"]["num_tokens"].as_f64().expect("n")]),
+        relative(
+            &[out.metrics.get("num_tokens").expect("metric")],
+            &[case["metrics"]["num_tokens"].as_f64().expect("n")],
+        ),
     ];
     let worst = errors.iter().copied().fold(0.0, f64::max);
     assert!(worst <= TOLERANCE, "sft: relative error {worst:e}");
@@ -167,7 +178,11 @@ fn every_objective_matches_trl_or_the_authors_code_in_f64() {
     assert!(cases.len() >= 20);
     for case in cases {
         let worst = if case["objective"] == "sft" { check_sft_case(case) } else { check_pairwise_case(case) };
-        println!("{:<40} {:<60} max relative error {worst:.1e}", case["name"].as_str().expect("name"), case["source"].as_str().expect("source"));
+        println!(
+            "{:<40} {:<60} max relative error {worst:.1e}",
+            case["name"].as_str().expect("name"),
+            case["source"].as_str().expect("source")
+        );
     }
 }
 
@@ -189,7 +204,10 @@ fn f32_results_are_the_rounded_f64_results_of_the_same_inputs() {
         let ulp = f64::from(f32::EPSILON);
         assert!((f64::from(out32.loss) - out64.loss).abs() <= ulp * out64.loss.abs(), "{name}: loss");
         for (a, b) in out32.grad_policy_chosen.iter().zip(&out64.grad_policy_chosen) {
-            assert!((f64::from(*a) - b).abs() <= ulp * b.abs() + f64::from(f32::MIN_POSITIVE), "{name}: gradient {a} vs {b}");
+            assert!(
+                (f64::from(*a) - b).abs() <= ulp * b.abs() + f64::from(f32::MIN_POSITIVE),
+                "{name}: gradient {a} vs {b}"
+            );
         }
     }
 }

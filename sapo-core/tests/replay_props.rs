@@ -105,7 +105,8 @@ fn least_drawn_frequencies_match_the_inverse_count_weights() {
     let buffer = uneven_buffer();
     let counts_seen: Vec<u64> = buffer.entries().map(|e| e.times_drawn).collect();
     assert!(counts_seen.iter().any(|&c| c != counts_seen[0]), "counts should be uneven: {counts_seen:?}");
-    let probabilities: Vec<f64> = (0..buffer.len()).map(|i| buffer.least_drawn_probability(i).expect("in range")).collect();
+    let probabilities: Vec<f64> =
+        (0..buffer.len()).map(|i| buffer.least_drawn_probability(i).expect("in range")).collect();
     let total: f64 = counts_seen.iter().map(|&c| 1.0 / (c as f64 + 1.0)).sum();
     for (p, &c) in probabilities.iter().zip(&counts_seen) {
         assert!((p - 1.0 / (c as f64 + 1.0) / total).abs() < 1e-15);
@@ -132,6 +133,6 @@ fn uniform_frequencies_are_flat() {
             counts[index] += 1;
         }
     }
-    let statistic = chi_square(&counts, &vec![1.0 / 11.0; 11]);
+    let statistic = chi_square(&counts, &[1.0 / 11.0; 11]);
     assert!(statistic < 29.59, "chi² = {statistic}, counts {counts:?}");
 }

@@ -9,10 +9,12 @@ const EOS: u32 = 2;
 
 fn config_strategy() -> impl Strategy<Value = SegmentConfig> {
     (prop_oneof![3 => (1usize..300).prop_map(Some), 1 => Just(None)], 8usize..3000)
-        .prop_flat_map(|(segment_len, max_length)| {
-            (Just(segment_len), Just(max_length), 1usize..max_length)
+        .prop_flat_map(|(segment_len, max_length)| (Just(segment_len), Just(max_length), 1usize..max_length))
+        .prop_map(|(segment_len, max_length, max_prompt_length)| SegmentConfig {
+            segment_len,
+            max_length,
+            max_prompt_length,
         })
-        .prop_map(|(segment_len, max_length, max_prompt_length)| SegmentConfig { segment_len, max_length, max_prompt_length })
 }
 
 proptest! {

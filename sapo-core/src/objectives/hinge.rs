@@ -47,7 +47,10 @@ pub fn pair_loss_grad(z: f64, params: &HingeParams) -> f64 {
     if 1.0 - params.beta * z > 0.0 { -params.beta } else { 0.0 }
 }
 
-pub(crate) fn compute<T: Real>(params: &HingeParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
+pub(crate) fn compute<T: Real>(
+    params: &HingeParams,
+    batch: &PairBatch<'_, T>,
+) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "hinge";
     check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")?;
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, ..Needs::default() })?;

@@ -47,9 +47,9 @@ pub use hinge::HingeParams;
 pub use ipo::IpoParams;
 pub use metrics::Metrics;
 pub use orpo::{NllScope, OrpoParams};
+pub use spin::SpinParams;
 pub use sppo::SppoParams;
 pub use sppo_hard::SppoHardParams;
-pub use spin::SpinParams;
 
 /// Why an objective refused its inputs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -354,7 +354,11 @@ impl Inputs {
     }
 
     /// Validates `batch` for `objective` and converts what it needs to f64.
-    pub fn check<T: Real>(objective: &'static str, batch: &PairBatch<'_, T>, needs: Needs) -> Result<Inputs, ObjectiveError> {
+    pub fn check<T: Real>(
+        objective: &'static str,
+        batch: &PairBatch<'_, T>,
+        needs: Needs,
+    ) -> Result<Inputs, ObjectiveError> {
         let size = batch.len();
         if size == 0 {
             return Err(ObjectiveError::EmptyBatch { objective });
@@ -422,9 +426,17 @@ impl Inputs {
             chosen_nll: reals("chosen_nll_logps", batch.chosen_nll_logps, needs.chosen_nll)?,
             chosen_nll_counts: counts("chosen_nll_token_counts", batch.chosen_nll_token_counts, needs.chosen_nll)?,
         };
-        for (input, rates) in [("chosen_win_rates", &inputs.chosen_win_rates), ("rejected_win_rates", &inputs.rejected_win_rates)] {
+        for (input, rates) in
+            [("chosen_win_rates", &inputs.chosen_win_rates), ("rejected_win_rates", &inputs.rejected_win_rates)]
+        {
             if let Some((index, &value)) = rates.iter().enumerate().find(|(_, rate)| !(0.0..=1.0).contains(*rate)) {
-                return Err(ObjectiveError::InputOutOfRange { objective, input, index, value, reason: "a win rate lies in [0, 1]" });
+                return Err(ObjectiveError::InputOutOfRange {
+                    objective,
+                    input,
+                    index,
+                    value,
+                    reason: "a win rate lies in [0, 1]",
+                });
             }
         }
         Ok(inputs)

@@ -91,7 +91,8 @@ mod tests {
             let (mut plus, mut minus) = (logps, logps);
             plus[i] += step;
             minus[i] -= step;
-            let numeric = (compute(&plus, &counts).expect("valid").loss - compute(&minus, &counts).expect("valid").loss)
+            let numeric = (compute(&plus, &counts).expect("valid").loss
+                - compute(&minus, &counts).expect("valid").loss)
                 / (plus[i] - minus[i]);
             assert!((numeric - out.grad_logps[i]).abs() <= 1e-6 * out.grad_logps[i].abs());
         }

@@ -28,7 +28,10 @@ impl Default for SppoHardParams {
     }
 }
 
-pub(crate) fn compute<T: Real>(params: &SppoHardParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
+pub(crate) fn compute<T: Real>(
+    params: &SppoHardParams,
+    batch: &PairBatch<'_, T>,
+) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "sppo_hard";
     check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")?;
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, ..Needs::default() })?;

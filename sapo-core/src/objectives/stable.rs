@@ -64,11 +64,7 @@ pub const LOG1MEXP_MAX_ARG: f64 = -1e-7;
 /// ```
 pub fn log1mexp(x: f64) -> f64 {
     let x = x.min(LOG1MEXP_MAX_ARG);
-    if x > -core::f64::consts::LN_2 {
-        libm::log(-libm::expm1(x))
-    } else {
-        libm::log1p(-libm::exp(x))
-    }
+    if x > -core::f64::consts::LN_2 { libm::log(-libm::expm1(x)) } else { libm::log1p(-libm::exp(x)) }
 }
 
 /// `d/dx log1mexp(x) = −eˣ / (1 − eˣ) = −1 / expm1(−x)`; zero where the
@@ -81,11 +77,7 @@ pub fn log1mexp(x: f64) -> f64 {
 /// assert_eq!(log1mexp_grad(0.0), 0.0);
 /// ```
 pub fn log1mexp_grad(x: f64) -> f64 {
-    if x > LOG1MEXP_MAX_ARG {
-        0.0
-    } else {
-        -1.0 / libm::expm1(-x)
-    }
+    if x > LOG1MEXP_MAX_ARG { 0.0 } else { -1.0 / libm::expm1(-x) }
 }
 
 #[cfg(test)]

@@ -41,10 +41,12 @@ pub fn random_batch(seed: u64, size: usize, spread: f64) -> BatchData {
     let jitter = |rng: &mut SapoRng, values: &[f64]| values.iter().map(|v| v * (0.9 + 0.2 * rng.next_f64())).collect();
     let reference_chosen = jitter(&mut rng, &policy_chosen);
     let reference_rejected = jitter(&mut rng, &policy_rejected);
-    let counts = |rng: &mut SapoRng| (0..size).map(|_| 1 + rng.below(300).expect("non-empty") as u32).collect::<Vec<u32>>();
+    let counts =
+        |rng: &mut SapoRng| (0..size).map(|_| 1 + rng.below(300).expect("non-empty") as u32).collect::<Vec<u32>>();
     let chosen_counts = counts(&mut rng);
     let rejected_counts = counts(&mut rng);
-    let chosen_nll_counts: Vec<u32> = chosen_counts.iter().map(|c| c + 1 + rng.below(50).expect("non-empty") as u32).collect();
+    let chosen_nll_counts: Vec<u32> =
+        chosen_counts.iter().map(|c| c + 1 + rng.below(50).expect("non-empty") as u32).collect();
     let chosen_nll = policy_chosen.iter().map(|v| v * (1.0 + rng.next_f64())).collect();
     let chosen_win_rates = (0..size).map(|_| rng.next_f64()).collect();
     let rejected_win_rates = (0..size).map(|_| rng.next_f64()).collect();
@@ -92,7 +94,13 @@ pub fn assert_gradients_match_finite_differences(objective: &Objective, data: &B
     let analytic = objective.compute(&data.batch()).expect("valid batch");
     assert!(analytic.loss.is_finite(), "seed {seed}: loss {}", analytic.loss);
     let mut data = data.clone();
-    for input in ["policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps", "chosen_nll_logps"] {
+    for input in [
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "reference_chosen_logps",
+        "reference_rejected_logps",
+        "chosen_nll_logps",
+    ] {
         let mut numeric = Vec::new();
         for i in 0..data.policy_chosen.len() {
             let original = column_mut(&mut data, input)[i];
@@ -114,6 +122,10 @@ pub fn assert_gradients_match_finite_differences(objective: &Objective, data: &B
         }
         let difference: Vec<f64> = analytic_grad.iter().zip(&numeric).map(|(a, n)| a - n).collect();
         let relative = norm(&difference) / numeric_norm.max(f64::MIN_POSITIVE);
+        std::println!(
+            "finite differences: {} seed {seed} ∂loss/∂{input}: relative error {relative:.1e}",
+            objective.name()
+        );
         assert!(
             relative <= 1e-6 || norm(&difference) <= 1e-13,
             "seed {seed}: {} ∂loss/∂{input}: relative error {relative:e}\n analytic {analytic_grad:?}\n numeric  {numeric:?}",
