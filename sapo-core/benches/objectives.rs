@@ -23,8 +23,19 @@ struct Data {
 fn data() -> Data {
     let mut rng = SapoRng::from_seed_u64(1);
     let mut column = |scale: f64| (0..PAIRS).map(|_| -scale * (0.01 + rng.next_f64())).collect::<Vec<f64>>();
-    let columns =
-        vec![column(80.0), column(80.0), column(80.0), column(80.0), column(-1.0), column(-1.0), column(120.0)];
+    let logps = [column(80.0), column(80.0), column(80.0), column(80.0), column(120.0)];
+    let mut rng = SapoRng::from_seed_u64(3);
+    let mut win_rates = || (0..PAIRS).map(|_| rng.next_f64()).collect::<Vec<f64>>();
+    let [policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_nll] = logps;
+    let columns = vec![
+        policy_chosen,
+        policy_rejected,
+        reference_chosen,
+        reference_rejected,
+        win_rates(),
+        win_rates(),
+        chosen_nll,
+    ];
     let mut rng = SapoRng::from_seed_u64(2);
     let mut counts =
         |extra: u64| (0..PAIRS).map(|_| 1 + extra as u32 + rng.below(200).unwrap_or(0) as u32).collect::<Vec<u32>>();

@@ -14,6 +14,12 @@
 use half::{bf16, f16};
 
 /// Why an EMA update or a reference refresh was refused.
+///
+/// ```
+/// use sapo_core::ema::{ema_update, EmaError};
+/// let mut ema = [0.0_f64; 2];
+/// assert_eq!(ema_update(&mut ema, &[1.0, 1.0], 2.0), Err(EmaError::InvalidDecay(2.0)));
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EmaError {
     /// The two weight slices differ in length.
@@ -32,6 +38,16 @@ pub enum EmaError {
 }
 
 /// A weight type the EMA can update: `f32`, `f64`, `bf16`, `f16`.
+///
+/// ```
+/// use sapo_core::ema::{ema_update, EmaWeight};
+/// fn decay_all<W: EmaWeight>(ema: &mut [W], params: &[W]) {
+///     ema_update(ema, params, 0.5).expect("equal lengths, valid β");
+/// }
+/// let mut ema = [half::f16::from_f32(2.0)];
+/// decay_all(&mut ema, &[half::f16::from_f32(4.0)]);
+/// assert_eq!(ema[0].to_f32(), 3.0);
+/// ```
 pub trait EmaWeight: Copy + sealed::Sealed {
     /// `ema[i] ← decay·ema[i] + (1−decay)·params[i]` over equal-length slices.
     #[doc(hidden)]

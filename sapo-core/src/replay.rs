@@ -18,6 +18,11 @@ use alloc::vec::Vec;
 use crate::rng::SapoRng;
 
 /// How a training batch is drawn from the buffer.
+///
+/// ```
+/// use sapo_core::replay::SamplingPolicy;
+/// assert_eq!(SamplingPolicy::default(), SamplingPolicy::LeastDrawn);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SamplingPolicy {
     /// Weight `1/(times_drawn + 1)`, normalised: the authors' policy.
@@ -28,6 +33,11 @@ pub enum SamplingPolicy {
 }
 
 /// Why a buffer operation was refused.
+///
+/// ```
+/// use sapo_core::replay::{ReplayBuffer, ReplayError};
+/// assert_eq!(ReplayBuffer::<u8>::new(0).unwrap_err(), ReplayError::ZeroCapacity);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
     /// A buffer must hold at least one item.
@@ -42,6 +52,14 @@ pub enum ReplayError {
 }
 
 /// One stored item with its bookkeeping.
+///
+/// ```
+/// let mut buffer = sapo_core::replay::ReplayBuffer::new(4)?;
+/// buffer.push('x');
+/// let entry = buffer.get(0).unwrap();
+/// assert_eq!((entry.item, entry.times_drawn, entry.insertion_index), ('x', 0, 0));
+/// # Ok::<(), sapo_core::replay::ReplayError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Entry<T> {
     /// The stored item (for SAPO: a prompt, chosen and rejected sequence).

@@ -51,6 +51,13 @@ impl Default for SegmentConfig {
 }
 
 /// Why a plan or an assembly was refused.
+///
+/// ```
+/// use sapo_core::rng::SapoRng;
+/// use sapo_core::segment::{plan, SegmentConfig, SegmentError};
+/// let error = plan(4, 0, &SegmentConfig::default(), &mut SapoRng::from_seed_u64(0)).unwrap_err();
+/// assert_eq!(error, SegmentError::EmptyChosen);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
     /// The limits contradict each other.
@@ -80,6 +87,16 @@ pub enum SegmentError {
 }
 
 /// Where to cut one pair and what to regenerate; from [`plan`].
+///
+/// ```
+/// use sapo_core::rng::SapoRng;
+/// use sapo_core::segment::{plan, SegmentConfig};
+/// let config = SegmentConfig { segment_len: Some(3), max_length: 16, max_prompt_length: 8 };
+/// let p = plan(2, 10, &config, &mut SapoRng::from_seed_u64(9))?;
+/// let prefix = p.prefix(&[1, 1], &[5; 10])?;
+/// assert_eq!(prefix.len(), 2 + p.cut); // the EMA model samples after this
+/// # Ok::<(), sapo_core::segment::SegmentError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentPlan {
     /// Length of the prompt the plan was made for.
@@ -141,8 +158,8 @@ impl SegmentPlan {
 /// window = min(L, len(chosen′) − k)
 /// ```
 ///
-/// One draw from `rng` is made exactly when the range has more than one
-/// value... or one value: whenever `max_cut > 0` and the range is non-empty.
+/// Exactly one value is drawn from `rng` when `max_cut > 0` and the range
+/// is non-empty, none otherwise, so a resumed run stays in step.
 ///
 /// ```
 /// use sapo_core::rng::SapoRng;
@@ -211,7 +228,18 @@ pub fn plan(
     })
 }
 
-/// One training pair as token sequences with loss masks.
+/// One training pair as token sequences with loss masks; from [`assemble`].
+///
+/// ```
+/// use sapo_core::rng::SapoRng;
+/// use sapo_core::segment::{assemble, plan, SegmentConfig};
+/// let config = SegmentConfig { segment_len: None, max_length: 16, max_prompt_length: 8 };
+/// let p = plan(2, 3, &config, &mut SapoRng::from_seed_u64(0))?;
+/// let pair = assemble(&[7, 8], &[4, 5, 2], &p, &[6, 2], 2)?;
+/// assert_eq!(pair.rejected, vec![7, 8, 6, 2]);
+/// assert_eq!(pair.rejected_loss_mask, vec![false, false, true, true]);
+/// # Ok::<(), sapo_core::segment::SegmentError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PreferenceSequences {
     /// Prompt tokens at the start of both sequences.

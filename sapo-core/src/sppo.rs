@@ -12,6 +12,11 @@ use alloc::vec::Vec;
 use crate::objectives::stable::sigmoid;
 
 /// Why a win-rate computation or selection was refused.
+///
+/// ```
+/// use sapo_core::sppo::{win_rates_from_matrix, WinRateError};
+/// assert_eq!(win_rates_from_matrix(&[0.5, 2.0, 0.0, 0.5], 2), Err(WinRateError::NotAProbability { index: 1, value: 2.0 }));
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WinRateError {
     /// No responses to compare.
@@ -48,6 +53,10 @@ pub enum WinRateError {
 }
 
 /// What to do with a prompt whose K responses all tie.
+///
+/// ```
+/// assert_eq!(sapo_core::sppo::TiePolicy::default(), sapo_core::sppo::TiePolicy::Keep);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum TiePolicy {
     /// The authors' behaviour: chosen and rejected are the same response
@@ -59,6 +68,13 @@ pub enum TiePolicy {
 }
 
 /// A selected chosen/rejected pair with its win-rate targets.
+///
+/// ```
+/// use sapo_core::sppo::{select_pair, TiePolicy};
+/// let pair = select_pair(&[0.1, 0.9], &[0.4, 0.6], TiePolicy::Keep)?.unwrap();
+/// assert_eq!((pair.chosen, pair.chosen_win_rate, pair.rejected_win_rate), (1, 0.6, 0.4));
+/// # Ok::<(), sapo_core::sppo::WinRateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SppoPair {
     /// Index of the chosen (highest-scored) response.

@@ -52,6 +52,18 @@ pub use sppo::SppoParams;
 pub use sppo_hard::SppoHardParams;
 
 /// Why an objective refused its inputs.
+///
+/// ```
+/// use sapo_core::objectives::{DpoParams, Objective, ObjectiveError, PairBatch};
+/// let (chosen, rejected) = ([-1.0_f64, -2.0], [-1.5]);
+/// let batch = PairBatch::new(&chosen, &rejected).with_reference(&chosen, &chosen);
+/// let error = Objective::Dpo(DpoParams::default()).compute(&batch).unwrap_err();
+/// assert_eq!(
+///     error,
+///     ObjectiveError::LengthMismatch { objective: "dpo", input: "policy_rejected_logps", expected: 2, got: 1 }
+/// );
+/// assert_eq!(error.to_string(), "dpo: input `policy_rejected_logps` has 1 entries, expected 2");
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObjectiveError {
     /// The batch has no pairs; a mean over nothing is undefined.
@@ -237,6 +249,18 @@ impl<'a, T> PairBatch<'a, T> {
 /// scope). Gradients with respect to the reference are reported too (the
 /// trainer does not use them, but they are part of the exact derivative and
 /// tested as such).
+///
+/// ```
+/// use sapo_core::objectives::{NllScope, Objective, OrpoParams, PairBatch};
+/// let (chosen, rejected) = ([-2.0_f64], [-6.0]);
+/// let batch = PairBatch::new(&chosen, &rejected).with_token_counts(&[4], &[4]);
+/// let params = OrpoParams { lambda: 0.1, nll_scope: NllScope::Response };
+/// let out = Objective::Orpo(params).compute(&batch)?;
+/// assert!(out.grad_reference_chosen.is_empty()); // ORPO has no reference
+/// assert!(out.grad_policy_chosen[0] < 0.0 && out.grad_policy_rejected[0] > 0.0);
+/// assert_eq!(out.metrics.get("nll_loss"), Some(0.5));
+/// # Ok::<(), sapo_core::objectives::ObjectiveError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairOutput<T> {
     /// The batch-mean loss.
@@ -560,3 +584,108 @@ pub(crate) fn reward_metrics(beta: f64, inputs: &Inputs) -> Metrics<f64> {
 
 #[cfg(test)]
 pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objectives::test_support::{assert_gradients_match_finite_differences, random_batch};
+
+    fn every_objective() -> [Objective; 8] {
+        [
+            Objective::Dpo(DpoParams { beta: 1.0, label_smoothing: 0.1 }),
+            Objective::Hinge(HingeParams { beta: 1.0 }),
+            Objective::Ipo(IpoParams { beta: 1.0 }),
+            Objective::Orpo(OrpoParams::default()),
+            Objective::Sppo(SppoParams::default()),
+            Objective::SppoHard(SppoHardParams::default()),
+            Objective::Aipo(AipoParams { beta: 1.0, ..AipoParams::default() }),
+            Objective::Spin(SpinParams { beta: 1.0 }),
+        ]
+    }
+
+    #[test]
+    fn every_objective_is_finite_and_exact_when_beta_z_reaches_ten_thousand() {
+        // Log-probs down to −2e4 with β = 1: |βz| up to about 1e4.
+        for (seed, objective) in (70..).zip(every_objective()) {
+            let data = random_batch(seed, 6, 2e4);
+            let out = objective.compute(&data.batch()).expect("finite inputs");
+            assert!(out.loss.is_finite(), "{}", objective.name());
+            assert_gradients_match_finite_differences(&objective, &data, seed);
+        }
+    }
+
+    #[test]
+    fn empty_batch_is_an_error() {
+        let empty: [f64; 0] = [];
+        for objective in every_objective() {
+            let error = objective.compute(&PairBatch::new(&empty, &empty)).expect_err("empty");
+            assert_eq!(error, ObjectiveError::EmptyBatch { objective: objective.name() });
+        }
+    }
+
+    #[test]
+    fn mismatched_lengths_are_an_error_naming_the_input() {
+        let data = random_batch(80, 4, 10.0);
+        for objective in every_objective() {
+            let mut batch = data.batch();
+            batch.policy_rejected_logps = &data.policy_rejected[..3];
+            let error = objective.compute(&batch).expect_err("mismatch");
+            assert_eq!(
+                error,
+                ObjectiveError::LengthMismatch {
+                    objective: objective.name(),
+                    input: "policy_rejected_logps",
+                    expected: 4,
+                    got: 3
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_inputs_are_an_error_naming_input_and_index() {
+        let mut data = random_batch(81, 4, 10.0);
+        data.policy_chosen[2] = f64::NAN;
+        for objective in every_objective() {
+            let error = objective.compute(&data.batch()).expect_err("NaN");
+            assert!(
+                matches!(error, ObjectiveError::NonFiniteInput { input: "policy_chosen_logps", index: 2, .. }),
+                "{error}"
+            );
+        }
+        let (chosen, rejected) = ([f32::INFINITY], [-1.0_f32]);
+        let error = Objective::Orpo(OrpoParams { nll_scope: NllScope::Response, ..OrpoParams::default() })
+            .compute(&PairBatch::new(&chosen, &rejected).with_token_counts(&[1], &[1]))
+            .expect_err("inf");
+        assert!(matches!(error, ObjectiveError::NonFiniteInput { .. }));
+    }
+
+    #[test]
+    fn invalid_hyper_parameters_are_an_error() {
+        let data = random_batch(82, 2, 10.0);
+        let invalid = [
+            Objective::Dpo(DpoParams { beta: 0.0, label_smoothing: 0.0 }),
+            Objective::Dpo(DpoParams { beta: 0.1, label_smoothing: 0.7 }),
+            Objective::Hinge(HingeParams { beta: f64::NAN }),
+            Objective::Ipo(IpoParams { beta: -1.0 }),
+            Objective::Orpo(OrpoParams { lambda: -0.1, ..OrpoParams::default() }),
+            Objective::Sppo(SppoParams { beta: f64::INFINITY }),
+            Objective::SppoHard(SppoHardParams { beta: 0.0 }),
+            Objective::Aipo(AipoParams { alpha: -1.0, ..AipoParams::default() }),
+            Objective::Spin(SpinParams { beta: 0.0 }),
+        ];
+        for objective in invalid {
+            let error = objective.compute(&data.batch()).expect_err("invalid parameter");
+            assert!(matches!(error, ObjectiveError::InvalidParameter { .. }), "{error}");
+        }
+    }
+
+    #[test]
+    fn overflowing_f32_results_are_an_error_not_inf() {
+        // Finite f32 inputs whose margin overflows f32 after the f64 arithmetic.
+        let (pc, pr, rc, rr) = ([f32::MAX], [-f32::MAX], [0.0_f32], [0.0_f32]);
+        let batch = PairBatch::new(&pc, &pr).with_reference(&rc, &rr);
+        let error = Objective::SppoHard(SppoHardParams::default()).compute(&batch).expect_err("overflow");
+        assert!(matches!(error, ObjectiveError::NonFiniteResult { .. }), "{error}");
+    }
+}

@@ -12,6 +12,12 @@ use super::{Metrics, ObjectiveError};
 use crate::Real;
 
 /// What [`compute`] returns.
+///
+/// ```
+/// let out = sapo_core::objectives::sft::compute(&[-3.0_f32], &[6])?;
+/// assert_eq!((out.loss, out.metrics.get("num_tokens")), (0.5, Some(6.0)));
+/// # Ok::<(), sapo_core::objectives::ObjectiveError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct SftOutput<T> {
     /// The pooled token-mean NLL.
