@@ -49,6 +49,7 @@ extern crate std;
 
 pub mod ema;
 pub mod objectives;
+pub mod optim;
 pub mod real;
 pub mod replay;
 pub mod rng;
