@@ -47,7 +47,11 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod backend;
+#[cfg(feature = "cpu")]
+pub mod cpu;
 pub mod ema;
+pub mod model;
 pub mod objectives;
 pub mod optim;
 pub mod real;

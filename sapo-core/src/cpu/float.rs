@@ -1,0 +1,36 @@
+//! The float types the CPU reference computes in: `f32` for training, `f64`
+//! for the finite-difference tests of every operation.
+
+/// `f32` or `f64`, with what the CPU operations need.
+///
+/// ```
+/// use sapo_core::cpu::CpuFloat;
+/// fn half<F: CpuFloat>(x: F) -> F { x * F::from_f64(0.5) }
+/// assert_eq!(half(3.0_f32), 1.5);
+/// ```
+pub trait CpuFloat:
+    num_traits::Float + ndarray::LinalgScalar + core::iter::Sum + core::fmt::Debug + Default + Send + Sync + 'static
+{
+    /// Rounds an `f64` to this type.
+    fn from_f64(value: f64) -> Self;
+    /// Widens to `f64`.
+    fn to_f64(self) -> f64;
+}
+
+impl CpuFloat for f32 {
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl CpuFloat for f64 {
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}

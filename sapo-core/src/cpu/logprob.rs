@@ -1,0 +1,269 @@
+//! The fused LM head: per-token log-probabilities of given targets straight
+//! from the final hidden states, in blocks of rows, so that no `[rows, V]`
+//! logits or probabilities outlive one block.
+//!
+//! For row `r` (token `t = rows[r]`, target `y = targets[r]`):
+//! `logits = hidden[t]·Wᵀ`, `lse = log Σ_v e^{logits_v}`, `logp = logits_y − lse`.
+//! Backward: `dlogits_v = dlogp·(1[v = y] − e^{logits_v − lse})`,
+//! `dhidden[t] += dlogits·W`, `dW += dlogitsᵀ·hidden[t]`.
+
+use alloc::vec::Vec;
+
+use super::error::{CpuError, check_index, check_len};
+use super::float::CpuFloat;
+use super::matmul::matmul;
+use crate::backend::MatmulSpec;
+
+/// Rows per block: a block's logits are `BLOCK_ROWS × V` (12 MiB for f32
+/// and SmolLM2's 49 152-token vocabulary at 64 rows).
+pub const BLOCK_ROWS: usize = 64;
+
+/// Scratch a caller keeps between calls so blocks reuse one allocation.
+#[derive(Debug, Default)]
+pub struct LogprobScratch<F> {
+    hidden_rows: Vec<F>,
+    logits: Vec<F>,
+    dhidden_rows: Vec<F>,
+}
+
+fn ensure<F: CpuFloat>(buffer: &mut Vec<F>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, F::zero());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    op: &'static str,
+    hidden: usize,
+    lm_head: usize,
+    rows: &[u32],
+    targets: &[u32],
+    per_row: [(&'static str, usize); 2],
+    channels: usize,
+    vocab: usize,
+) -> Result<usize, CpuError> {
+    check_len(op, "lm_head", lm_head, vocab * channels)?;
+    check_len(op, "targets", targets.len(), rows.len())?;
+    for (name, len) in per_row {
+        check_len(op, name, len, rows.len())?;
+    }
+    if channels == 0 || hidden % channels != 0 {
+        return Err(CpuError::InvalidDims { op, reason: "hidden must be [tokens, channels]" });
+    }
+    let n_tokens = hidden / channels;
+    for (&row, &target) in rows.iter().zip(targets) {
+        check_index(op, "row", row as usize, n_tokens)?;
+        check_index(op, "target", target as usize, vocab)?;
+    }
+    Ok(n_tokens)
+}
+
+/// Gathers a block's hidden rows and computes its logits into the scratch.
+fn block_logits<F: CpuFloat>(
+    scratch: &mut LogprobScratch<F>,
+    hidden: &[F],
+    lm_head: &[F],
+    block_rows: &[u32],
+    channels: usize,
+    vocab: usize,
+) -> Result<(), CpuError> {
+    let n = block_rows.len();
+    ensure(&mut scratch.hidden_rows, n * channels);
+    ensure(&mut scratch.logits, n * vocab);
+    for (slot, &row) in block_rows.iter().enumerate() {
+        let source = &hidden[row as usize * channels..][..channels];
+        scratch.hidden_rows[slot * channels..][..channels].copy_from_slice(source);
+    }
+    let spec = MatmulSpec { m: n, k: channels, n: vocab, transpose_a: false, transpose_b: true, accumulate: false };
+    matmul(&mut scratch.logits[..n * vocab], &scratch.hidden_rows[..n * channels], lm_head, spec)
+}
+
+/// `log Σ_v e^{x_v}`, accumulated in f64.
+fn log_sum_exp<F: CpuFloat>(row: &[F]) -> F {
+    let max = row.iter().copied().fold(F::neg_infinity(), F::max).to_f64();
+    let total: f64 = row.iter().map(|&x| libm::exp(x.to_f64() - max)).sum();
+    F::from_f64(max + libm::log(total))
+}
+
+/// Forward: `logps[r]` and `lse[r]` for every row.
+///
+/// ```
+/// use sapo_core::cpu::ops::{token_logprobs_forward, LogprobScratch};
+/// // One token, hidden [1, 1] = [1], vocabulary of 2 with logits [0, ln 3].
+/// let lm_head = [0.0_f64, 3.0_f64.ln()];
+/// let (mut logps, mut lse) = ([0.0], [0.0]);
+/// let mut scratch = LogprobScratch::default();
+/// token_logprobs_forward(&mut logps, &mut lse, &[1.0], &lm_head, &[0], &[1], 1, 2, &mut scratch)?;
+/// assert!((logps[0] - 0.75_f64.ln()).abs() < 1e-15);
+/// # Ok::<(), sapo_core::cpu::CpuError>(())
+/// ```
+///
+/// # Errors
+/// A length mismatch, a row ≥ T or a target ≥ V.
+#[allow(clippy::too_many_arguments)]
+pub fn token_logprobs_forward<F: CpuFloat>(
+    logps: &mut [F],
+    lse: &mut [F],
+    hidden: &[F],
+    lm_head: &[F],
+    rows: &[u32],
+    targets: &[u32],
+    channels: usize,
+    vocab: usize,
+    scratch: &mut LogprobScratch<F>,
+) -> Result<(), CpuError> {
+    const OP: &str = "token_logprobs_forward";
+    check(
+        OP,
+        hidden.len(),
+        lm_head.len(),
+        rows,
+        targets,
+        [("logps", logps.len()), ("lse", lse.len())],
+        channels,
+        vocab,
+    )?;
+    for start in (0..rows.len()).step_by(BLOCK_ROWS) {
+        let end = (start + BLOCK_ROWS).min(rows.len());
+        block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
+        for (slot, r) in (start..end).enumerate() {
+            let row_logits = &scratch.logits[slot * vocab..][..vocab];
+            let log_sum = log_sum_exp(row_logits);
+            lse[r] = log_sum;
+            logps[r] = row_logits[targets[r] as usize] - log_sum;
+        }
+    }
+    Ok(())
+}
+
+/// Backward: accumulates `dhidden` at the rows' tokens and `dlm_head`.
+///
+/// # Errors
+/// A length mismatch, a row ≥ T or a target ≥ V.
+#[allow(clippy::too_many_arguments)]
+pub fn token_logprobs_backward<F: CpuFloat>(
+    dhidden: &mut [F],
+    dlm_head: &mut [F],
+    dlogps: &[F],
+    hidden: &[F],
+    lm_head: &[F],
+    rows: &[u32],
+    targets: &[u32],
+    lse: &[F],
+    channels: usize,
+    vocab: usize,
+    scratch: &mut LogprobScratch<F>,
+) -> Result<(), CpuError> {
+    const OP: &str = "token_logprobs_backward";
+    check(
+        OP,
+        hidden.len(),
+        lm_head.len(),
+        rows,
+        targets,
+        [("dlogps", dlogps.len()), ("lse", lse.len())],
+        channels,
+        vocab,
+    )?;
+    check_len(OP, "dhidden", dhidden.len(), hidden.len())?;
+    check_len(OP, "dlm_head", dlm_head.len(), lm_head.len())?;
+    for start in (0..rows.len()).step_by(BLOCK_ROWS) {
+        let end = (start + BLOCK_ROWS).min(rows.len());
+        let n = end - start;
+        block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
+        // Logits become dlogits in place.
+        for (slot, r) in (start..end).enumerate() {
+            let row = &mut scratch.logits[slot * vocab..][..vocab];
+            for value in row.iter_mut() {
+                *value = -dlogps[r] * (*value - lse[r]).exp();
+            }
+            let target = targets[r] as usize;
+            row[target] = row[target] + dlogps[r];
+        }
+        ensure(&mut scratch.dhidden_rows, n * channels);
+        let to_hidden =
+            MatmulSpec { m: n, k: vocab, n: channels, transpose_a: false, transpose_b: false, accumulate: false };
+        matmul(&mut scratch.dhidden_rows[..n * channels], &scratch.logits[..n * vocab], lm_head, to_hidden)?;
+        for (slot, &row) in rows[start..end].iter().enumerate() {
+            let target = &mut dhidden[row as usize * channels..][..channels];
+            target.iter_mut().zip(&scratch.dhidden_rows[slot * channels..][..channels]).for_each(|(d, &g)| *d = *d + g);
+        }
+        let to_head =
+            MatmulSpec { m: vocab, k: n, n: channels, transpose_a: true, transpose_b: false, accumulate: true };
+        matmul(dlm_head, &scratch.logits[..n * vocab], &scratch.hidden_rows[..n * channels], to_head)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::test_support::{check_gradients, random_vec};
+
+    #[test]
+    fn backward_matches_finite_differences_across_blocks_and_repeated_rows() {
+        // 70 rows cross a block boundary; some tokens appear in several rows.
+        let (tokens, channels, vocab) = (9, 5, 11);
+        let rows: Vec<u32> = (0..70).map(|i| (i * 7 % tokens) as u32).collect();
+        let targets: Vec<u32> = (0..70).map(|i| (i * 5 % vocab) as u32).collect();
+        let hidden = random_vec::<f64>(1, tokens * channels);
+        let lm_head = random_vec::<f64>(2, vocab * channels);
+        let weights = random_vec::<f64>(3, rows.len());
+        let mut scratch = LogprobScratch::default();
+        let loss = |h: &[f64], w: &[f64], scratch: &mut LogprobScratch<f64>| {
+            let (mut logps, mut lse) = (vec![0.0; rows.len()], vec![0.0; rows.len()]);
+            token_logprobs_forward(&mut logps, &mut lse, h, w, &rows, &targets, channels, vocab, scratch)
+                .expect("valid");
+            (logps.iter().zip(&weights).map(|(a, b)| a * b).sum::<f64>(), lse)
+        };
+        let (_, lse) = loss(&hidden, &lm_head, &mut scratch);
+        let (mut dhidden, mut dlm_head) = (vec![0.0; hidden.len()], vec![0.0; lm_head.len()]);
+        token_logprobs_backward(
+            &mut dhidden,
+            &mut dlm_head,
+            &weights,
+            &hidden,
+            &lm_head,
+            &rows,
+            &targets,
+            &lse,
+            channels,
+            vocab,
+            &mut scratch,
+        )
+        .expect("valid");
+        let mut scratch_h = LogprobScratch::default();
+        check_gradients("logprob dhidden", &hidden, &dhidden, 1e-6, |h| loss(h, &lm_head, &mut scratch_h).0);
+        let mut scratch_w = LogprobScratch::default();
+        check_gradients("logprob dlm_head", &lm_head, &dlm_head, 1e-6, |w| loss(&hidden, w, &mut scratch_w).0);
+    }
+
+    #[test]
+    fn forward_matches_a_naive_log_softmax() {
+        let (channels, vocab) = (3, 4);
+        let hidden = random_vec::<f64>(4, 2 * channels);
+        let lm_head = random_vec::<f64>(5, vocab * channels);
+        let (mut logps, mut lse) = ([0.0; 2], [0.0; 2]);
+        let mut scratch = LogprobScratch::default();
+        token_logprobs_forward(
+            &mut logps,
+            &mut lse,
+            &hidden,
+            &lm_head,
+            &[1, 0],
+            &[3, 2],
+            channels,
+            vocab,
+            &mut scratch,
+        )
+        .expect("valid");
+        for (r, (&row, &target)) in [1usize, 0].iter().zip(&[3usize, 2]).enumerate() {
+            let logits: Vec<f64> = (0..vocab)
+                .map(|v| (0..channels).map(|c| hidden[row * channels + c] * lm_head[v * channels + c]).sum())
+                .collect();
+            let log_sum = logits.iter().map(|x| x.exp()).sum::<f64>().ln();
+            assert!((logps[r] - (logits[target] - log_sum)).abs() < 1e-14);
+        }
+    }
+}

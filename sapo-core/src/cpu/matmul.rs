@@ -1,0 +1,136 @@
+//! Matrix products: ndarray's `general_mat_mul` (the default), and a plain
+//! triple loop accumulating in f64 that tests compare it with.
+
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+
+use super::error::{CpuError, check_len};
+use super::float::CpuFloat;
+use crate::backend::MatmulSpec;
+
+fn checked(out: usize, a: usize, b: usize, spec: &MatmulSpec) -> Result<(), CpuError> {
+    check_len("matmul", "a", a, spec.a_len())?;
+    check_len("matmul", "b", b, spec.b_len())?;
+    check_len("matmul", "out", out, spec.out_len())
+}
+
+/// A row-major `[rows, cols]` view, or the transpose of a `[cols, rows]` one.
+fn view<F>(data: &[F], rows: usize, cols: usize, transposed: bool) -> ArrayView2<'_, F> {
+    let shape = if transposed { (rows, cols).strides((1, rows)) } else { (rows, cols).strides((cols, 1)) };
+    // The length was checked against rows·cols by the caller, so the shape fits.
+    ArrayView2::from_shape(shape, data).expect("length checked against the shape")
+}
+
+/// `out (=|+=) op(a) · op(b)` per [`MatmulSpec`].
+///
+/// ```
+/// use sapo_core::backend::MatmulSpec;
+/// use sapo_core::cpu::ops::matmul;
+/// let spec = MatmulSpec { m: 1, k: 2, n: 1, transpose_a: false, transpose_b: false, accumulate: true };
+/// let mut out = [10.0_f64];
+/// matmul(&mut out, &[1.0, 2.0], &[3.0, 4.0], spec)?;
+/// assert_eq!(out, [21.0]);
+/// # Ok::<(), sapo_core::cpu::CpuError>(())
+/// ```
+///
+/// # Errors
+/// [`CpuError::LengthMismatch`].
+pub fn matmul<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F], spec: MatmulSpec) -> Result<(), CpuError> {
+    checked(out.len(), a.len(), b.len(), &spec)?;
+    let a = view(a, spec.m, spec.k, spec.transpose_a);
+    let b = view(b, spec.k, spec.n, spec.transpose_b);
+    let mut c = ArrayViewMut2::from_shape((spec.m, spec.n), out).expect("length checked against the shape");
+    let beta = if spec.accumulate { F::one() } else { F::zero() };
+    ndarray::linalg::general_mat_mul(F::one(), &a, &b, beta, &mut c);
+    Ok(())
+}
+
+/// The same product by a plain triple loop with f64 accumulation: the
+/// reference the fast paths are tested against.
+///
+/// ```
+/// use sapo_core::backend::MatmulSpec;
+/// use sapo_core::cpu::ops::matmul_reference;
+/// let spec = MatmulSpec { m: 2, k: 1, n: 2, transpose_a: true, transpose_b: false, accumulate: false };
+/// let mut out = [0.0_f32; 4];
+/// matmul_reference(&mut out, &[1.0, 2.0], &[3.0, 4.0], spec)?;
+/// assert_eq!(out, [3.0, 4.0, 6.0, 8.0]);
+/// # Ok::<(), sapo_core::cpu::CpuError>(())
+/// ```
+///
+/// # Errors
+/// [`CpuError::LengthMismatch`].
+pub fn matmul_reference<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F], spec: MatmulSpec) -> Result<(), CpuError> {
+    checked(out.len(), a.len(), b.len(), &spec)?;
+    let a_at = |i: usize, p: usize| if spec.transpose_a { a[p * spec.m + i] } else { a[i * spec.k + p] };
+    let b_at = |p: usize, j: usize| if spec.transpose_b { b[j * spec.k + p] } else { b[p * spec.n + j] };
+    for i in 0..spec.m {
+        for j in 0..spec.n {
+            let mut total = if spec.accumulate { out[i * spec.n + j].to_f64() } else { 0.0 };
+            for p in 0..spec.k {
+                total += a_at(i, p).to_f64() * b_at(p, j).to_f64();
+            }
+            out[i * spec.n + j] = F::from_f64(total);
+        }
+    }
+    Ok(())
+}
+
+/// `out[r, c] += bias[c]`.
+///
+/// # Errors
+/// [`CpuError::LengthMismatch`].
+pub fn add_bias<F: CpuFloat>(out: &mut [F], bias: &[F], rows: usize, cols: usize) -> Result<(), CpuError> {
+    check_len("add_bias", "out", out.len(), rows * cols)?;
+    check_len("add_bias", "bias", bias.len(), cols)?;
+    for row in out.chunks_exact_mut(cols.max(1)) {
+        row.iter_mut().zip(bias).for_each(|(o, &b)| *o = *o + b);
+    }
+    Ok(())
+}
+
+/// `dbias[c] += Σ_r dout[r, c]`, accumulated in f64.
+///
+/// # Errors
+/// [`CpuError::LengthMismatch`].
+pub fn add_bias_backward<F: CpuFloat>(dbias: &mut [F], dout: &[F], rows: usize, cols: usize) -> Result<(), CpuError> {
+    check_len("add_bias_backward", "dout", dout.len(), rows * cols)?;
+    check_len("add_bias_backward", "dbias", dbias.len(), cols)?;
+    for (c, db) in dbias.iter_mut().enumerate() {
+        let total: f64 = (0..rows).map(|r| dout[r * cols + c].to_f64()).sum();
+        *db = F::from_f64(db.to_f64() + total);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::test_support::{assert_close, random_vec};
+
+    #[test]
+    fn ndarray_path_matches_the_triple_loop_for_every_transpose_and_odd_shapes() {
+        for (seed, (m, k, n)) in [(1, (7, 13, 5)), (2, (33, 1, 17)), (3, (1, 65, 3))].into_iter() {
+            for transpose_a in [false, true] {
+                for transpose_b in [false, true] {
+                    for accumulate in [false, true] {
+                        let spec = MatmulSpec { m, k, n, transpose_a, transpose_b, accumulate };
+                        let a = random_vec::<f32>(seed, m * k);
+                        let b = random_vec::<f32>(seed + 10, k * n);
+                        let start = random_vec::<f32>(seed + 20, m * n);
+                        let (mut fast, mut reference) = (start.clone(), start);
+                        matmul(&mut fast, &a, &b, spec).expect("shapes match");
+                        matmul_reference(&mut reference, &a, &b, spec).expect("shapes match");
+                        assert_close(&fast, &reference, 1e-6, "matmul");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let spec = MatmulSpec { m: 2, k: 3, n: 4, transpose_a: false, transpose_b: false, accumulate: false };
+        let error = matmul(&mut [0.0_f32; 8], &[0.0; 5], &[0.0; 12], spec).expect_err("a too short");
+        assert_eq!(error, CpuError::LengthMismatch { op: "matmul", buffer: "a", expected: 6, got: 5 });
+    }
+}

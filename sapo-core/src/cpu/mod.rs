@@ -1,0 +1,484 @@
+//! The CPU reference backend (feature `cpu`): every [`Backend`] operation as
+//! plain, checked Rust over host memory.
+//!
+//! Each operation is a generic function over [`CpuFloat`] in [`ops`], so the
+//! same code runs in `f32` for training and in `f64` for the
+//! finite-difference tests; [`CpuBackend`] is the `f32` instance behind the
+//! trait. The reference is written to be obviously right first: long sums
+//! accumulate in f64, attention is the textbook loop, and nothing is fused
+//! except the LM head's log-softmax (which exists to avoid a `[T, V]`
+//! tensor). Buffers are allocated by the caller once and reused.
+
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use crate::backend::{Backend, Element, HeadDims, MatmulSpec};
+use crate::optim::{AdamWParams, RmspropParams};
+
+mod attention;
+mod elementwise;
+mod embedding;
+mod error;
+mod float;
+mod logprob;
+mod matmul;
+mod rms_norm;
+mod rope;
+mod sequence;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use error::CpuError;
+pub use float::CpuFloat;
+
+/// The generic operations behind [`CpuBackend`], usable on plain slices of
+/// `f32` or `f64`.
+pub mod ops {
+    pub use super::attention::{attention_backward, attention_forward};
+    pub use super::elementwise::{add, add_assign, swiglu_backward, swiglu_forward};
+    pub use super::embedding::{embedding_backward, embedding_forward};
+    pub use super::logprob::{BLOCK_ROWS, LogprobScratch, token_logprobs_backward, token_logprobs_forward};
+    pub use super::matmul::{add_bias, add_bias_backward, matmul, matmul_reference};
+    pub use super::rms_norm::{rms_norm_backward, rms_norm_forward};
+    pub use super::rope::{rope_backward, rope_forward};
+    pub use super::sequence::{sequence_logprobs, sequence_logprobs_backward};
+}
+
+/// A host buffer.
+///
+/// ```
+/// use sapo_core::backend::Backend;
+/// use sapo_core::cpu::CpuBackend;
+/// let backend = CpuBackend::new();
+/// let buffer = backend.upload(&[1u32, 2, 3])?;
+/// assert_eq!(buffer.as_slice(), &[1, 2, 3]);
+/// # Ok::<(), sapo_core::cpu::CpuError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuBuffer<T>(Vec<T>);
+
+impl<T> CpuBuffer<T> {
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        &self.0
+    }
+    /// The elements, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+/// The CPU reference backend, `f32`.
+///
+/// Holds the fused LM head's block scratch so repeated steps reuse it.
+///
+/// ```
+/// use sapo_core::backend::Backend;
+/// use sapo_core::cpu::CpuBackend;
+/// let backend = CpuBackend::new();
+/// let mut x = backend.upload(&[1.0_f32, 2.0])?;
+/// backend.scale(&mut x, 0.5)?;
+/// assert_eq!(backend.sum_of_squares(&x)?, 1.25);
+/// # Ok::<(), sapo_core::cpu::CpuError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    logprob_scratch: RefCell<ops::LogprobScratch<f32>>,
+}
+
+impl CpuBackend {
+    /// A backend with empty scratch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The leading `len` elements of an activation buffer sized for the largest
+/// batch.
+fn head<'a, T>(op: &'static str, buffer: &'static str, buf: &'a CpuBuffer<T>, len: usize) -> Result<&'a [T], CpuError> {
+    buf.0.get(..len).ok_or(CpuError::LengthMismatch { op, buffer, expected: len, got: buf.0.len() })
+}
+
+/// [`head`], mutably.
+fn head_mut<'a, T>(
+    op: &'static str,
+    buffer: &'static str,
+    buf: &'a mut CpuBuffer<T>,
+    len: usize,
+) -> Result<&'a mut [T], CpuError> {
+    let got = buf.0.len();
+    buf.0.get_mut(..len).ok_or(CpuError::LengthMismatch { op, buffer, expected: len, got })
+}
+
+fn attention_lens(n_tokens: usize, heads: HeadDims) -> (usize, usize) {
+    (n_tokens * heads.n_heads * heads.head_dim, n_tokens * heads.n_kv_heads * heads.head_dim)
+}
+
+impl Backend for CpuBackend {
+    type Buf<T: Element> = CpuBuffer<T>;
+    type Error = CpuError;
+
+    fn zeros<T: Element>(&self, len: usize) -> Result<CpuBuffer<T>, CpuError> {
+        Ok(CpuBuffer(alloc::vec![T::default(); len]))
+    }
+
+    fn upload<T: Element>(&self, data: &[T]) -> Result<CpuBuffer<T>, CpuError> {
+        Ok(CpuBuffer(data.to_vec()))
+    }
+
+    fn write<T: Element>(&self, buf: &mut CpuBuffer<T>, data: &[T]) -> Result<(), CpuError> {
+        if data.len() > buf.0.len() {
+            return Err(CpuError::LengthMismatch {
+                op: "write",
+                buffer: "data",
+                expected: buf.0.len(),
+                got: data.len(),
+            });
+        }
+        buf.0[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn download<T: Element>(&self, buf: &CpuBuffer<T>) -> Result<Vec<T>, CpuError> {
+        Ok(buf.0.clone())
+    }
+
+    fn len<T: Element>(&self, buf: &CpuBuffer<T>) -> usize {
+        buf.0.len()
+    }
+
+    fn fill_zero(&self, buf: &mut CpuBuffer<f32>) -> Result<(), CpuError> {
+        buf.0.iter_mut().for_each(|x| *x = 0.0);
+        Ok(())
+    }
+
+    fn copy(&self, dst: &mut CpuBuffer<f32>, src: &CpuBuffer<f32>) -> Result<(), CpuError> {
+        error::check_len("copy", "src", src.0.len(), dst.0.len())?;
+        dst.0.copy_from_slice(&src.0);
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        a: &CpuBuffer<f32>,
+        b: &CpuBuffer<f32>,
+        spec: MatmulSpec,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "matmul";
+        let a = head(OP, "a", a, spec.a_len())?;
+        let b = head(OP, "b", b, spec.b_len())?;
+        ops::matmul(head_mut(OP, "out", out, spec.out_len())?, a, b, spec)
+    }
+
+    fn add_bias(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        bias: &CpuBuffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), CpuError> {
+        ops::add_bias(head_mut("add_bias", "out", out, rows * cols)?, &bias.0, rows, cols)
+    }
+
+    fn add_bias_backward(
+        &self,
+        dbias: &mut CpuBuffer<f32>,
+        dout: &CpuBuffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), CpuError> {
+        ops::add_bias_backward(&mut dbias.0, head("add_bias_backward", "dout", dout, rows * cols)?, rows, cols)
+    }
+
+    fn embedding_forward(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        ids: &CpuBuffer<u32>,
+        table: &CpuBuffer<f32>,
+        n_tokens: usize,
+        channels: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "embedding_forward";
+        let ids = head(OP, "ids", ids, n_tokens)?;
+        ops::embedding_forward(head_mut(OP, "out", out, n_tokens * channels)?, ids, &table.0, channels)
+    }
+
+    fn embedding_backward(
+        &self,
+        dtable: &mut CpuBuffer<f32>,
+        ids: &CpuBuffer<u32>,
+        dout: &CpuBuffer<f32>,
+        n_tokens: usize,
+        channels: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "embedding_backward";
+        let ids = head(OP, "ids", ids, n_tokens)?;
+        ops::embedding_backward(&mut dtable.0, ids, head(OP, "dout", dout, n_tokens * channels)?, channels)
+    }
+
+    fn rms_norm_forward(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        rstd: &mut CpuBuffer<f32>,
+        inp: &CpuBuffer<f32>,
+        weight: &CpuBuffer<f32>,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "rms_norm_forward";
+        let inp = head(OP, "inp", inp, rows * cols)?;
+        let out = head_mut(OP, "out", out, rows * cols)?;
+        ops::rms_norm_forward(out, head_mut(OP, "rstd", rstd, rows)?, inp, &weight.0, rows, cols, eps)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        dinp: &mut CpuBuffer<f32>,
+        dweight: &mut CpuBuffer<f32>,
+        dout: &CpuBuffer<f32>,
+        inp: &CpuBuffer<f32>,
+        weight: &CpuBuffer<f32>,
+        rstd: &CpuBuffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "rms_norm_backward";
+        let (n, dinp) = (rows * cols, head_mut(OP, "dinp", dinp, rows * cols)?);
+        let (dout, inp, rstd) = (head(OP, "dout", dout, n)?, head(OP, "inp", inp, n)?, head(OP, "rstd", rstd, rows)?);
+        ops::rms_norm_backward(dinp, &mut dweight.0, dout, inp, &weight.0, rstd, rows, cols)
+    }
+
+    fn rope_forward(
+        &self,
+        x: &mut CpuBuffer<f32>,
+        positions: &CpuBuffer<u32>,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        theta: f32,
+    ) -> Result<(), CpuError> {
+        let positions = head("rope_forward", "positions", positions, n_tokens)?;
+        let x = head_mut("rope_forward", "x", x, n_tokens * n_heads * head_dim)?;
+        ops::rope_forward(x, positions, n_heads, head_dim, f64::from(theta))
+    }
+
+    fn rope_backward(
+        &self,
+        dx: &mut CpuBuffer<f32>,
+        positions: &CpuBuffer<u32>,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        theta: f32,
+    ) -> Result<(), CpuError> {
+        let positions = head("rope_backward", "positions", positions, n_tokens)?;
+        let dx = head_mut("rope_backward", "dx", dx, n_tokens * n_heads * head_dim)?;
+        ops::rope_backward(dx, positions, n_heads, head_dim, f64::from(theta))
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        lse: &mut CpuBuffer<f32>,
+        q: &CpuBuffer<f32>,
+        k: &CpuBuffer<f32>,
+        v: &CpuBuffer<f32>,
+        seq_starts: &CpuBuffer<u32>,
+        n_tokens: usize,
+        heads: HeadDims,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "attention_forward";
+        let (query_len, kv_len) = attention_lens(n_tokens, heads);
+        let (q, k, v) = (head(OP, "q", q, query_len)?, head(OP, "k", k, kv_len)?, head(OP, "v", v, kv_len)?);
+        let out = head_mut(OP, "out", out, query_len)?;
+        let lse = head_mut(OP, "lse", lse, n_tokens * heads.n_heads)?;
+        ops::attention_forward(out, lse, q, k, v, &seq_starts.0, n_tokens, heads)
+    }
+
+    fn attention_backward(
+        &self,
+        dq: &mut CpuBuffer<f32>,
+        dk: &mut CpuBuffer<f32>,
+        dv: &mut CpuBuffer<f32>,
+        dout: &CpuBuffer<f32>,
+        q: &CpuBuffer<f32>,
+        k: &CpuBuffer<f32>,
+        v: &CpuBuffer<f32>,
+        out: &CpuBuffer<f32>,
+        lse: &CpuBuffer<f32>,
+        seq_starts: &CpuBuffer<u32>,
+        n_tokens: usize,
+        heads: HeadDims,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "attention_backward";
+        let (query_len, kv_len) = attention_lens(n_tokens, heads);
+        let (q, k, v) = (head(OP, "q", q, query_len)?, head(OP, "k", k, kv_len)?, head(OP, "v", v, kv_len)?);
+        let (dout, out) = (head(OP, "dout", dout, query_len)?, head(OP, "out", out, query_len)?);
+        let lse = head(OP, "lse", lse, n_tokens * heads.n_heads)?;
+        let (dq, dk) = (head_mut(OP, "dq", dq, query_len)?, head_mut(OP, "dk", dk, kv_len)?);
+        let dv = head_mut(OP, "dv", dv, kv_len)?;
+        ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, &seq_starts.0, n_tokens, heads)
+    }
+
+    fn swiglu_forward(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        gate: &CpuBuffer<f32>,
+        up: &CpuBuffer<f32>,
+        n: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "swiglu_forward";
+        ops::swiglu_forward(head_mut(OP, "out", out, n)?, head(OP, "gate", gate, n)?, head(OP, "up", up, n)?)
+    }
+
+    fn swiglu_backward(
+        &self,
+        dgate: &mut CpuBuffer<f32>,
+        dup: &mut CpuBuffer<f32>,
+        dout: &CpuBuffer<f32>,
+        gate: &CpuBuffer<f32>,
+        up: &CpuBuffer<f32>,
+        n: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "swiglu_backward";
+        let (dout, gate, up) = (head(OP, "dout", dout, n)?, head(OP, "gate", gate, n)?, head(OP, "up", up, n)?);
+        ops::swiglu_backward(head_mut(OP, "dgate", dgate, n)?, head_mut(OP, "dup", dup, n)?, dout, gate, up)
+    }
+
+    fn add(&self, out: &mut CpuBuffer<f32>, a: &CpuBuffer<f32>, b: &CpuBuffer<f32>, n: usize) -> Result<(), CpuError> {
+        ops::add(head_mut("add", "out", out, n)?, head("add", "a", a, n)?, head("add", "b", b, n)?)
+    }
+
+    fn add_assign(&self, acc: &mut CpuBuffer<f32>, x: &CpuBuffer<f32>, n: usize) -> Result<(), CpuError> {
+        ops::add_assign(head_mut("add_assign", "acc", acc, n)?, head("add_assign", "x", x, n)?)
+    }
+
+    fn token_logprobs_forward(
+        &self,
+        logps: &mut CpuBuffer<f32>,
+        lse: &mut CpuBuffer<f32>,
+        hidden: &CpuBuffer<f32>,
+        lm_head: &CpuBuffer<f32>,
+        rows: &CpuBuffer<u32>,
+        targets: &CpuBuffer<u32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "token_logprobs_forward";
+        let (rows, targets) = (head(OP, "rows", rows, n_rows)?, head(OP, "targets", targets, n_rows)?);
+        let (logps, lse) = (head_mut(OP, "logps", logps, n_rows)?, head_mut(OP, "lse", lse, n_rows)?);
+        let hidden = &hidden.0; // whole [tokens, C] rows; the op bounds-checks each row
+        let mut scratch = self.logprob_scratch.borrow_mut();
+        ops::token_logprobs_forward(logps, lse, hidden, &lm_head.0, rows, targets, channels, vocab, &mut scratch)
+    }
+
+    fn token_logprobs_backward(
+        &self,
+        dhidden: &mut CpuBuffer<f32>,
+        dlm_head: &mut CpuBuffer<f32>,
+        dlogps: &CpuBuffer<f32>,
+        hidden: &CpuBuffer<f32>,
+        lm_head: &CpuBuffer<f32>,
+        rows: &CpuBuffer<u32>,
+        targets: &CpuBuffer<u32>,
+        lse: &CpuBuffer<f32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "token_logprobs_backward";
+        let (rows, targets) = (head(OP, "rows", rows, n_rows)?, head(OP, "targets", targets, n_rows)?);
+        let (dlogps, lse) = (head(OP, "dlogps", dlogps, n_rows)?, head(OP, "lse", lse, n_rows)?);
+        let hidden = &hidden.0; // whole [tokens, C] rows; the op bounds-checks each row
+        let dhidden = head_mut(OP, "dhidden", dhidden, hidden.len())?;
+        let mut scratch = self.logprob_scratch.borrow_mut();
+        ops::token_logprobs_backward(
+            dhidden,
+            &mut dlm_head.0,
+            dlogps,
+            hidden,
+            &lm_head.0,
+            rows,
+            targets,
+            lse,
+            channels,
+            vocab,
+            &mut scratch,
+        )
+    }
+
+    fn sequence_logprobs(
+        &self,
+        sums: &mut CpuBuffer<f32>,
+        means: &mut CpuBuffer<f32>,
+        logps: &CpuBuffer<f32>,
+        row_seqs: &CpuBuffer<u32>,
+        n_rows: usize,
+        n_seqs: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "sequence_logprobs";
+        let (logps, row_seqs) = (head(OP, "logps", logps, n_rows)?, head(OP, "row_seqs", row_seqs, n_rows)?);
+        ops::sequence_logprobs(
+            head_mut(OP, "sums", sums, n_seqs)?,
+            head_mut(OP, "means", means, n_seqs)?,
+            logps,
+            row_seqs,
+        )
+    }
+
+    fn sequence_logprobs_backward(
+        &self,
+        dlogps: &mut CpuBuffer<f32>,
+        dsums: &CpuBuffer<f32>,
+        dmeans: &CpuBuffer<f32>,
+        row_seqs: &CpuBuffer<u32>,
+        n_rows: usize,
+        n_seqs: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "sequence_logprobs_backward";
+        let (dsums, dmeans) = (head(OP, "dsums", dsums, n_seqs)?, head(OP, "dmeans", dmeans, n_seqs)?);
+        let row_seqs = head(OP, "row_seqs", row_seqs, n_rows)?;
+        ops::sequence_logprobs_backward(head_mut(OP, "dlogps", dlogps, n_rows)?, dsums, dmeans, row_seqs)
+    }
+
+    fn adamw_step(
+        &self,
+        params: &mut CpuBuffer<f32>,
+        grads: &CpuBuffer<f32>,
+        exp_avg: &mut CpuBuffer<f32>,
+        exp_avg_sq: &mut CpuBuffer<f32>,
+        step: u64,
+        lr: f64,
+        hp: &AdamWParams,
+    ) -> Result<(), CpuError> {
+        Ok(crate::optim::adamw_update(&mut params.0, &grads.0, &mut exp_avg.0, &mut exp_avg_sq.0, step, lr, hp)?)
+    }
+
+    fn rmsprop_step(
+        &self,
+        params: &mut CpuBuffer<f32>,
+        grads: &CpuBuffer<f32>,
+        square_avg: &mut CpuBuffer<f32>,
+        lr: f64,
+        hp: &RmspropParams,
+    ) -> Result<(), CpuError> {
+        let state = crate::optim::RmspropState { square_avg: &mut square_avg.0, grad_avg: None, momentum_buffer: None };
+        Ok(crate::optim::rmsprop_update(&mut params.0, &grads.0, state, lr, hp)?)
+    }
+
+    fn ema_update(&self, ema: &mut CpuBuffer<f32>, params: &CpuBuffer<f32>, decay: f64) -> Result<(), CpuError> {
+        Ok(crate::ema::ema_update(&mut ema.0, &params.0, decay)?)
+    }
+
+    fn sum_of_squares(&self, x: &CpuBuffer<f32>) -> Result<f64, CpuError> {
+        Ok(x.0.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+    }
+
+    fn scale(&self, x: &mut CpuBuffer<f32>, factor: f32) -> Result<(), CpuError> {
+        x.0.iter_mut().for_each(|v| *v *= factor);
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Buffers a forward pass keeps for the backward pass, and the backward
+//! pass's gradient scratch: allocated once for the largest batch and reused
+//! every step (untouched memory is slow to fault in; see FACTS.md).
+
+use alloc::vec::Vec;
+
+use super::config::LlamaConfig;
+use crate::backend::Backend;
+
+/// One layer's saved forward values (`T` tokens of capacity).
+#[derive(Debug)]
+pub struct LayerActivations<B: Backend> {
+    /// The residual stream entering the layer `[T, C]`.
+    pub input: B::Buf<f32>,
+    /// `input_layernorm` output `[T, C]` and its `rstd` `[T]`.
+    pub ln1: B::Buf<f32>,
+    /// Reciprocal RMS of `input` `[T]`.
+    pub rstd1: B::Buf<f32>,
+    /// Queries after RoPE `[T, H·D]`.
+    pub q: B::Buf<f32>,
+    /// Keys after RoPE `[T, KVH·D]`.
+    pub k: B::Buf<f32>,
+    /// Values `[T, KVH·D]`.
+    pub v: B::Buf<f32>,
+    /// Attention output before `o_proj` `[T, H·D]`.
+    pub att: B::Buf<f32>,
+    /// Attention log-sum-exp `[T, H]`.
+    pub lse: B::Buf<f32>,
+    /// The residual stream after attention `[T, C]`.
+    pub resid_mid: B::Buf<f32>,
+    /// `post_attention_layernorm` output `[T, C]`.
+    pub ln2: B::Buf<f32>,
+    /// Reciprocal RMS of `resid_mid` `[T]`.
+    pub rstd2: B::Buf<f32>,
+    /// `gate_proj` output `[T, I]`.
+    pub gate: B::Buf<f32>,
+    /// `up_proj` output `[T, I]`.
+    pub up: B::Buf<f32>,
+    /// `silu(gate) ⊙ up` `[T, I]`.
+    pub act: B::Buf<f32>,
+}
+
+/// Everything a forward and backward pass of a batch needs, sized for at
+/// most `max_tokens` tokens, `max_rows` scored rows and `max_seqs` sequences.
+#[derive(Debug)]
+pub struct Activations<B: Backend> {
+    /// Token capacity.
+    pub max_tokens: usize,
+    /// Scored-row capacity.
+    pub max_rows: usize,
+    /// Sequence capacity.
+    pub max_seqs: usize,
+    /// Per-layer saved values.
+    pub layers: Vec<LayerActivations<B>>,
+    /// The residual stream after the last layer `[T, C]`.
+    pub output: B::Buf<f32>,
+    /// The final norm's output `[T, C]` and `rstd` `[T]`.
+    pub normed: B::Buf<f32>,
+    /// Reciprocal RMS of `output` `[T]`.
+    pub rstd_final: B::Buf<f32>,
+    /// Row log-probs `[R]`.
+    pub logps: B::Buf<f32>,
+    /// LM-head log-sum-exp per row `[R]`.
+    pub lm_lse: B::Buf<f32>,
+    /// Per-sequence summed log-probs `[S]`.
+    pub sums: B::Buf<f32>,
+    /// Per-sequence mean log-probs `[S]`.
+    pub means: B::Buf<f32>,
+    pub(crate) scratch: Scratch<B>,
+}
+
+/// Forward temporaries and backward gradients of activations.
+#[derive(Debug)]
+pub(crate) struct Scratch<B: Backend> {
+    pub projected: B::Buf<f32>,
+    pub d_resid: B::Buf<f32>,
+    pub d_ln: B::Buf<f32>,
+    pub d_q: B::Buf<f32>,
+    pub d_k: B::Buf<f32>,
+    pub d_v: B::Buf<f32>,
+    pub d_att: B::Buf<f32>,
+    pub d_gate: B::Buf<f32>,
+    pub d_up: B::Buf<f32>,
+    pub d_act: B::Buf<f32>,
+    pub d_logps: B::Buf<f32>,
+    pub d_sums: B::Buf<f32>,
+    pub d_means: B::Buf<f32>,
+}
+
+impl<B: Backend> Activations<B> {
+    /// Allocates every buffer for the given capacities.
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn new(
+        backend: &B,
+        config: &LlamaConfig,
+        max_tokens: usize,
+        max_rows: usize,
+        max_seqs: usize,
+    ) -> Result<Self, B::Error> {
+        let t = max_tokens;
+        let (c, i, q, kv, h) =
+            (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim(), config.num_attention_heads);
+        let z = |len: usize| backend.zeros::<f32>(len);
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for _ in 0..config.num_hidden_layers {
+            layers.push(LayerActivations {
+                input: z(t * c)?,
+                ln1: z(t * c)?,
+                rstd1: z(t)?,
+                q: z(t * q)?,
+                k: z(t * kv)?,
+                v: z(t * kv)?,
+                att: z(t * q)?,
+                lse: z(t * h)?,
+                resid_mid: z(t * c)?,
+                ln2: z(t * c)?,
+                rstd2: z(t)?,
+                gate: z(t * i)?,
+                up: z(t * i)?,
+                act: z(t * i)?,
+            });
+        }
+        let scratch = Scratch {
+            projected: z(t * c)?,
+            d_resid: z(t * c)?,
+            d_ln: z(t * c)?,
+            d_q: z(t * q)?,
+            d_k: z(t * kv)?,
+            d_v: z(t * kv)?,
+            d_att: z(t * q)?,
+            d_gate: z(t * i)?,
+            d_up: z(t * i)?,
+            d_act: z(t * i)?,
+            d_logps: z(max_rows)?,
+            d_sums: z(max_seqs)?,
+            d_means: z(max_seqs)?,
+        };
+        Ok(Activations {
+            max_tokens,
+            max_rows,
+            max_seqs,
+            layers,
+            output: z(t * c)?,
+            normed: z(t * c)?,
+            rstd_final: z(t)?,
+            logps: z(max_rows)?,
+            lm_lse: z(max_rows)?,
+            sums: z(max_seqs)?,
+            means: z(max_seqs)?,
+            scratch,
+        })
+    }
+}

@@ -1,0 +1,306 @@
+//! The LLaMA-family decoder, forward and backward, written once over
+//! [`Backend`].
+//!
+//! Per layer, with `x` the residual stream (Hugging Face's
+//! `LlamaDecoderLayer`):
+//!
+//! ```text
+//! h  = x + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))   n1 = rms_norm(x)
+//! x′ = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2))                         n2 = rms_norm(h)
+//! ```
+//!
+//! then a final RMSNorm and the fused LM head, which gives the log-prob of
+//! each scored row and their per-sequence sums and means. The backward pass
+//! walks the same steps in reverse, accumulating parameter gradients.
+
+use alloc::vec::Vec;
+
+use super::activations::{Activations, LayerActivations};
+use super::batch::DeviceBatch;
+use super::config::LlamaConfig;
+use super::params::{LayerParams, LlamaParams};
+use crate::backend::{Backend, MatmulSpec};
+
+/// Per-sequence log-probs of a batch, downloaded to the host.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SequenceLogprobs {
+    /// Summed log-prob of each sequence's scored tokens.
+    pub sums: Vec<f32>,
+    /// Mean log-prob of each sequence's scored tokens.
+    pub means: Vec<f32>,
+}
+
+/// `y[rows, out] = x[rows, in] · w[out, in]ᵀ`.
+fn linear<B: Backend>(
+    backend: &B,
+    y: &mut B::Buf<f32>,
+    x: &B::Buf<f32>,
+    w: &B::Buf<f32>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+) -> Result<(), B::Error> {
+    let spec = MatmulSpec { m: rows, k: d_in, n: d_out, transpose_a: false, transpose_b: true, accumulate: false };
+    backend.matmul(y, x, w, spec)
+}
+
+/// `dx += dy · w`, `dw += dyᵀ · x`.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward<B: Backend>(
+    backend: &B,
+    dx: &mut B::Buf<f32>,
+    dw: &mut B::Buf<f32>,
+    dy: &B::Buf<f32>,
+    x: &B::Buf<f32>,
+    w: &B::Buf<f32>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+) -> Result<(), B::Error> {
+    let to_input = MatmulSpec { m: rows, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true };
+    backend.matmul(dx, dy, w, to_input)?;
+    let to_weight = MatmulSpec { m: d_out, k: rows, n: d_in, transpose_a: true, transpose_b: false, accumulate: true };
+    backend.matmul(dw, dy, x, to_weight)
+}
+
+/// Runs the model on `batch`, keeping what backward needs in `acts`, and
+/// returns the per-sequence log-probs of the scored rows.
+///
+/// # Errors
+/// A backend error (a batch larger than `acts`' capacity is a length error).
+pub fn forward<B: Backend>(
+    backend: &B,
+    config: &LlamaConfig,
+    params: &LlamaParams<B>,
+    batch: &DeviceBatch<B>,
+    acts: &mut Activations<B>,
+) -> Result<SequenceLogprobs, B::Error> {
+    let (t, c) = (batch.n_tokens, config.hidden_size);
+    let Activations { layers, output, normed, rstd_final, logps, lm_lse, sums, means, scratch, .. } = acts;
+    // The first layer's input is the embedding; each layer writes the next one's.
+    backend.embedding_forward(&mut layers[0].input, &batch.tokens, &params.embed_tokens, t, c)?;
+    for index in 0..config.num_hidden_layers {
+        let (current, rest) = layers[index..].split_first_mut().expect("index < layers");
+        let next_input = match rest.first_mut() {
+            Some(next) => &mut next.input,
+            None => &mut *output,
+        };
+        layer_forward(backend, config, &params.layers[index], batch, current, next_input, &mut scratch.projected)?;
+    }
+    backend.rms_norm_forward(normed, rstd_final, output, &params.norm, t, c, config.rms_norm_eps)?;
+    let (r, s) = (batch.n_rows, batch.n_seqs);
+    backend.token_logprobs_forward(
+        logps,
+        lm_lse,
+        normed,
+        params.lm_head(),
+        &batch.rows,
+        &batch.targets,
+        r,
+        c,
+        config.vocab_size,
+    )?;
+    backend.sequence_logprobs(sums, means, logps, &batch.row_seqs, r, s)?;
+    let mut sums_host = backend.download(sums)?;
+    let mut means_host = backend.download(means)?;
+    sums_host.truncate(s);
+    means_host.truncate(s);
+    Ok(SequenceLogprobs { sums: sums_host, means: means_host })
+}
+
+fn layer_forward<B: Backend>(
+    backend: &B,
+    config: &LlamaConfig,
+    weights: &LayerParams<B>,
+    batch: &DeviceBatch<B>,
+    a: &mut LayerActivations<B>,
+    next_input: &mut B::Buf<f32>,
+    projected: &mut B::Buf<f32>,
+) -> Result<(), B::Error> {
+    let (t, c, i) = (batch.n_tokens, config.hidden_size, config.intermediate_size);
+    let (q_dim, kv_dim, eps) = (config.q_dim(), config.kv_dim(), config.rms_norm_eps);
+    let (h, kvh, d, theta) =
+        (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta);
+    backend.rms_norm_forward(&mut a.ln1, &mut a.rstd1, &a.input, &weights.input_layernorm, t, c, eps)?;
+    linear(backend, &mut a.q, &a.ln1, &weights.q_proj, t, c, q_dim)?;
+    linear(backend, &mut a.k, &a.ln1, &weights.k_proj, t, c, kv_dim)?;
+    linear(backend, &mut a.v, &a.ln1, &weights.v_proj, t, c, kv_dim)?;
+    if let Some([q_bias, k_bias, v_bias]) = &weights.qkv_bias {
+        backend.add_bias(&mut a.q, q_bias, t, q_dim)?;
+        backend.add_bias(&mut a.k, k_bias, t, kv_dim)?;
+        backend.add_bias(&mut a.v, v_bias, t, kv_dim)?;
+    }
+    backend.rope_forward(&mut a.q, &batch.positions, t, h, d, theta)?;
+    backend.rope_forward(&mut a.k, &batch.positions, t, kvh, d, theta)?;
+    backend.attention_forward(&mut a.att, &mut a.lse, &a.q, &a.k, &a.v, &batch.seq_starts, t, config.heads())?;
+    linear(backend, projected, &a.att, &weights.o_proj, t, q_dim, c)?;
+    backend.add(&mut a.resid_mid, &a.input, projected, t * c)?;
+    backend.rms_norm_forward(&mut a.ln2, &mut a.rstd2, &a.resid_mid, &weights.post_attention_layernorm, t, c, eps)?;
+    linear(backend, &mut a.gate, &a.ln2, &weights.gate_proj, t, c, i)?;
+    linear(backend, &mut a.up, &a.ln2, &weights.up_proj, t, c, i)?;
+    backend.swiglu_forward(&mut a.act, &a.gate, &a.up, t * i)?;
+    linear(backend, projected, &a.act, &weights.down_proj, t, i, c)?;
+    backend.add(next_input, &a.resid_mid, projected, t * c)
+}
+
+/// Accumulates into `grads` the gradient of a loss whose derivatives with
+/// respect to the per-sequence summed and mean log-probs of the last
+/// [`forward`] are `d_sums` and `d_means` (from an objective).
+///
+/// # Errors
+/// A backend error, or a length error if `d_sums`/`d_means` do not have one
+/// entry per sequence.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<B: Backend>(
+    backend: &B,
+    config: &LlamaConfig,
+    params: &LlamaParams<B>,
+    grads: &mut LlamaParams<B>,
+    batch: &DeviceBatch<B>,
+    acts: &mut Activations<B>,
+    d_sums: &[f32],
+    d_means: &[f32],
+) -> Result<(), B::Error> {
+    let (t, c, r, s) = (batch.n_tokens, config.hidden_size, batch.n_rows, batch.n_seqs);
+    let Activations { layers, output, normed, rstd_final, lm_lse, scratch, .. } = acts;
+    backend.write(&mut scratch.d_sums, d_sums)?;
+    backend.write(&mut scratch.d_means, d_means)?;
+    if d_sums.len() != s || d_means.len() != s {
+        // Let the backend's own length check name the problem.
+        backend.sequence_logprobs_backward(
+            &mut scratch.d_logps,
+            &scratch.d_sums,
+            &scratch.d_means,
+            &batch.row_seqs,
+            r,
+            d_sums.len().min(d_means.len()),
+        )?;
+    }
+    backend.fill_zero(&mut scratch.d_logps)?;
+    backend.sequence_logprobs_backward(
+        &mut scratch.d_logps,
+        &scratch.d_sums,
+        &scratch.d_means,
+        &batch.row_seqs,
+        r,
+        s,
+    )?;
+    backend.fill_zero(&mut scratch.d_ln)?;
+    let lm_head_grad = match &mut grads.lm_head {
+        Some(head) => head,
+        None => &mut grads.embed_tokens,
+    };
+    backend.token_logprobs_backward(
+        &mut scratch.d_ln,
+        lm_head_grad,
+        &scratch.d_logps,
+        normed,
+        params.lm_head(),
+        &batch.rows,
+        &batch.targets,
+        lm_lse,
+        r,
+        c,
+        config.vocab_size,
+    )?;
+    backend.fill_zero(&mut scratch.d_resid)?;
+    backend.rms_norm_backward(
+        &mut scratch.d_resid,
+        &mut grads.norm,
+        &scratch.d_ln,
+        output,
+        &params.norm,
+        rstd_final,
+        t,
+        c,
+    )?;
+    for index in (0..config.num_hidden_layers).rev() {
+        layer_backward(
+            backend,
+            config,
+            &params.layers[index],
+            &mut grads.layers[index],
+            batch,
+            &layers[index],
+            scratch,
+        )?;
+    }
+    backend.embedding_backward(&mut grads.embed_tokens, &batch.tokens, &scratch.d_resid, t, c)
+}
+
+/// Turns `scratch.d_resid` (gradient at the layer's output) into the
+/// gradient at its input, accumulating the layer's parameter gradients.
+fn layer_backward<B: Backend>(
+    backend: &B,
+    config: &LlamaConfig,
+    weights: &LayerParams<B>,
+    grads: &mut LayerParams<B>,
+    batch: &DeviceBatch<B>,
+    a: &LayerActivations<B>,
+    g: &mut super::activations::Scratch<B>,
+) -> Result<(), B::Error> {
+    let (t, c, i) = (batch.n_tokens, config.hidden_size, config.intermediate_size);
+    let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
+    let (h, kvh, d, theta) =
+        (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta);
+    // MLP: x′ = h + down(act); the residual passes d_resid through unchanged.
+    backend.fill_zero(&mut g.d_act)?;
+    linear_backward(backend, &mut g.d_act, &mut grads.down_proj, &g.d_resid, &a.act, &weights.down_proj, t, i, c)?;
+    backend.fill_zero(&mut g.d_gate)?;
+    backend.fill_zero(&mut g.d_up)?;
+    backend.swiglu_backward(&mut g.d_gate, &mut g.d_up, &g.d_act, &a.gate, &a.up, t * i)?;
+    backend.fill_zero(&mut g.d_ln)?;
+    linear_backward(backend, &mut g.d_ln, &mut grads.gate_proj, &g.d_gate, &a.ln2, &weights.gate_proj, t, c, i)?;
+    linear_backward(backend, &mut g.d_ln, &mut grads.up_proj, &g.d_up, &a.ln2, &weights.up_proj, t, c, i)?;
+    backend.rms_norm_backward(
+        &mut g.d_resid,
+        &mut grads.post_attention_layernorm,
+        &g.d_ln,
+        &a.resid_mid,
+        &weights.post_attention_layernorm,
+        &a.rstd2,
+        t,
+        c,
+    )?;
+    // Attention: h = x + o_proj(att).
+    backend.fill_zero(&mut g.d_att)?;
+    linear_backward(backend, &mut g.d_att, &mut grads.o_proj, &g.d_resid, &a.att, &weights.o_proj, t, q_dim, c)?;
+    backend.fill_zero(&mut g.d_q)?;
+    backend.fill_zero(&mut g.d_k)?;
+    backend.fill_zero(&mut g.d_v)?;
+    backend.attention_backward(
+        &mut g.d_q,
+        &mut g.d_k,
+        &mut g.d_v,
+        &g.d_att,
+        &a.q,
+        &a.k,
+        &a.v,
+        &a.att,
+        &a.lse,
+        &batch.seq_starts,
+        t,
+        config.heads(),
+    )?;
+    backend.rope_backward(&mut g.d_q, &batch.positions, t, h, d, theta)?;
+    backend.rope_backward(&mut g.d_k, &batch.positions, t, kvh, d, theta)?;
+    if let (Some([dq_bias, dk_bias, dv_bias]), true) = (&mut grads.qkv_bias, weights.qkv_bias.is_some()) {
+        backend.add_bias_backward(dq_bias, &g.d_q, t, q_dim)?;
+        backend.add_bias_backward(dk_bias, &g.d_k, t, kv_dim)?;
+        backend.add_bias_backward(dv_bias, &g.d_v, t, kv_dim)?;
+    }
+    backend.fill_zero(&mut g.d_ln)?;
+    linear_backward(backend, &mut g.d_ln, &mut grads.q_proj, &g.d_q, &a.ln1, &weights.q_proj, t, c, q_dim)?;
+    linear_backward(backend, &mut g.d_ln, &mut grads.k_proj, &g.d_k, &a.ln1, &weights.k_proj, t, c, kv_dim)?;
+    linear_backward(backend, &mut g.d_ln, &mut grads.v_proj, &g.d_v, &a.ln1, &weights.v_proj, t, c, kv_dim)?;
+    backend.rms_norm_backward(
+        &mut g.d_resid,
+        &mut grads.input_layernorm,
+        &g.d_ln,
+        &a.input,
+        &weights.input_layernorm,
+        &a.rstd1,
+        t,
+        c,
+    )
+}

@@ -1,0 +1,21 @@
+//! The LLaMA-family transformer, forward and backward, generic over
+//! [`crate::backend::Backend`]: LLaMA, Mistral, Qwen2 (q/k/v biases),
+//! SmolLM2, TinyLlama, with tied or untied LM heads.
+//!
+//! The model is pure math: a loader elsewhere supplies each tensor's data by
+//! its Hugging Face name ([`LlamaParams::from_host`]). A training step is
+//! [`forward`] → an objective from [`crate::objectives`] on the returned
+//! per-sequence log-probs → [`backward`] with the objective's gradients →
+//! an optimizer over [`LlamaParams::visit_mut`].
+
+mod activations;
+mod batch;
+mod config;
+mod llama;
+mod params;
+
+pub use activations::{Activations, LayerActivations};
+pub use batch::{BatchError, DeviceBatch, PackedBatch};
+pub use config::LlamaConfig;
+pub use llama::{SequenceLogprobs, backward, forward};
+pub use params::{LayerParams, LlamaParams, TensorSpec, tensor_specs};
