@@ -181,6 +181,7 @@ pub fn attention_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
 
     const HEADS: HeadDims = HeadDims { n_heads: 4, n_kv_heads: 2, head_dim: 3 };

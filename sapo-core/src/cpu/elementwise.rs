@@ -79,6 +79,7 @@ pub fn add_assign<F: CpuFloat>(acc: &mut [F], x: &[F]) -> Result<(), CpuError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
 
     #[test]

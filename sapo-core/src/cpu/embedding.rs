@@ -59,6 +59,7 @@ pub fn embedding_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
 
     #[test]

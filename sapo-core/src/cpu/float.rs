@@ -13,15 +13,16 @@ pub trait CpuFloat:
 {
     /// Rounds an `f64` to this type.
     fn from_f64(value: f64) -> Self;
-    /// Widens to `f64`.
-    fn to_f64(self) -> f64;
+    /// Widens to `f64` (named apart from `num_traits::ToPrimitive::to_f64`,
+    /// which returns an `Option`).
+    fn widen(self) -> f64;
 }
 
 impl CpuFloat for f32 {
     fn from_f64(value: f64) -> Self {
         value as f32
     }
-    fn to_f64(self) -> f64 {
+    fn widen(self) -> f64 {
         f64::from(self)
     }
 }
@@ -30,7 +31,7 @@ impl CpuFloat for f64 {
     fn from_f64(value: f64) -> Self {
         value
     }
-    fn to_f64(self) -> f64 {
+    fn widen(self) -> f64 {
         self
     }
 }

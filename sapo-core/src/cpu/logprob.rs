@@ -81,8 +81,8 @@ fn block_logits<F: CpuFloat>(
 
 /// `log Σ_v e^{x_v}`, accumulated in f64.
 fn log_sum_exp<F: CpuFloat>(row: &[F]) -> F {
-    let max = row.iter().copied().fold(F::neg_infinity(), F::max).to_f64();
-    let total: f64 = row.iter().map(|&x| libm::exp(x.to_f64() - max)).sum();
+    let max = row.iter().copied().fold(F::neg_infinity(), F::max).widen();
+    let total: f64 = row.iter().map(|&x| libm::exp(x.widen() - max)).sum();
     F::from_f64(max + libm::log(total))
 }
 
@@ -199,6 +199,7 @@ pub fn token_logprobs_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
 
     #[test]

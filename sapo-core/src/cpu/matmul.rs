@@ -65,9 +65,9 @@ pub fn matmul_reference<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F], spec: Matm
     let b_at = |p: usize, j: usize| if spec.transpose_b { b[j * spec.k + p] } else { b[p * spec.n + j] };
     for i in 0..spec.m {
         for j in 0..spec.n {
-            let mut total = if spec.accumulate { out[i * spec.n + j].to_f64() } else { 0.0 };
+            let mut total = if spec.accumulate { out[i * spec.n + j].widen() } else { 0.0 };
             for p in 0..spec.k {
-                total += a_at(i, p).to_f64() * b_at(p, j).to_f64();
+                total += a_at(i, p).widen() * b_at(p, j).widen();
             }
             out[i * spec.n + j] = F::from_f64(total);
         }
@@ -96,8 +96,8 @@ pub fn add_bias_backward<F: CpuFloat>(dbias: &mut [F], dout: &[F], rows: usize, 
     check_len("add_bias_backward", "dout", dout.len(), rows * cols)?;
     check_len("add_bias_backward", "dbias", dbias.len(), cols)?;
     for (c, db) in dbias.iter_mut().enumerate() {
-        let total: f64 = (0..rows).map(|r| dout[r * cols + c].to_f64()).sum();
-        *db = F::from_f64(db.to_f64() + total);
+        let total: f64 = (0..rows).map(|r| dout[r * cols + c].widen()).sum();
+        *db = F::from_f64(db.widen() + total);
     }
     Ok(())
 }

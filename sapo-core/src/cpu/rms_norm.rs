@@ -47,7 +47,7 @@ pub fn rms_norm_forward<F: CpuFloat>(
     )?;
     check_len(OP, "weight", weight.len(), cols)?;
     for ((x, y), r) in inp.chunks_exact(cols.max(1)).zip(out.chunks_exact_mut(cols.max(1))).zip(rstd.iter_mut()) {
-        let mean_square = x.iter().map(|&v| v.to_f64() * v.to_f64()).sum::<f64>() / cols as f64;
+        let mean_square = x.iter().map(|&v| v.widen() * v.widen()).sum::<f64>() / cols as f64;
         // rsqrt in the working precision, as torch computes it on f32.
         let inv = (F::from_f64(mean_square) + eps).sqrt().recip();
         *r = inv;
@@ -86,15 +86,15 @@ pub fn rms_norm_backward<F: CpuFloat>(
     for row in 0..rows {
         let span = row * cols..(row + 1) * cols;
         let (x, g, dx) = (&inp[span.clone()], &dout[span.clone()], &mut dinp[span]);
-        let r = rstd[row].to_f64();
+        let r = rstd[row].widen();
         // mean over channels of (dout ⊙ w) ⊙ normalised
         let dot: f64 =
-            (0..cols).map(|c| g[c].to_f64() * weight[c].to_f64() * x[c].to_f64() * r).sum::<f64>() / cols as f64;
+            (0..cols).map(|c| g[c].widen() * weight[c].widen() * x[c].widen() * r).sum::<f64>() / cols as f64;
         for c in 0..cols {
-            let normalised = x[c].to_f64() * r;
-            let scaled = g[c].to_f64() * weight[c].to_f64();
-            dx[c] = F::from_f64(dx[c].to_f64() + r * (scaled - normalised * dot));
-            dweight[c] = F::from_f64(dweight[c].to_f64() + g[c].to_f64() * normalised);
+            let normalised = x[c].widen() * r;
+            let scaled = g[c].widen() * weight[c].widen();
+            dx[c] = F::from_f64(dx[c].widen() + r * (scaled - normalised * dot));
+            dweight[c] = F::from_f64(dweight[c].widen() + g[c].widen() * normalised);
         }
     }
     Ok(())
@@ -103,6 +103,7 @@ pub fn rms_norm_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
 
     fn loss(inp: &[f64], weight: &[f64], dout: &[f64], rows: usize, cols: usize) -> f64 {

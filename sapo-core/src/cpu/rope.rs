@@ -17,14 +17,14 @@ fn rotation_table<F: CpuFloat>(max_position: usize, head_dim: usize, theta: f64)
     let inv_freq: Vec<F> = (0..half)
         .map(|i| {
             let exponent = F::from_f64((2 * i) as f64) / F::from_f64(head_dim as f64);
-            F::one() / F::from_f64(libm::pow(theta, exponent.to_f64()))
+            F::one() / F::from_f64(libm::pow(theta, exponent.widen()))
         })
         .collect();
     let mut cos = Vec::with_capacity((max_position + 1) * half);
     let mut sin = Vec::with_capacity((max_position + 1) * half);
     for position in 0..=max_position {
         for &frequency in &inv_freq {
-            let angle = (F::from_f64(position as f64) * frequency).to_f64();
+            let angle = (F::from_f64(position as f64) * frequency).widen();
             cos.push(F::from_f64(libm::cos(angle)));
             sin.push(F::from_f64(libm::sin(angle)));
         }

@@ -38,7 +38,7 @@ pub fn sequence_logprobs<F: CpuFloat>(
     let counts = counts(OP, row_seqs, sums.len())?;
     let mut totals = alloc::vec![0.0; sums.len()];
     for (&logp, &seq) in logps.iter().zip(row_seqs) {
-        totals[seq as usize] += logp.to_f64();
+        totals[seq as usize] += logp.widen();
     }
     for s in 0..sums.len() {
         sums[s] = F::from_f64(totals[s]);
@@ -63,7 +63,7 @@ pub fn sequence_logprobs_backward<F: CpuFloat>(
     let counts = counts(OP, row_seqs, dsums.len())?;
     for (d, &seq) in dlogps.iter_mut().zip(row_seqs) {
         let s = seq as usize;
-        *d = F::from_f64(d.to_f64() + dsums[s].to_f64() + dmeans[s].to_f64() / counts[s]);
+        *d = F::from_f64(d.widen() + dsums[s].widen() + dmeans[s].widen() / counts[s]);
     }
     Ok(())
 }
@@ -71,6 +71,7 @@ pub fn sequence_logprobs_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
 
     #[test]

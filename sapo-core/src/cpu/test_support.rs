@@ -20,8 +20,8 @@ pub fn random_vec<F: CpuFloat>(seed: u64, len: usize) -> Vec<F> {
 /// ‖a − b‖ / ‖b‖ ≤ tolerance; NaN never passes.
 pub fn assert_close<F: CpuFloat>(a: &[F], b: &[F], tolerance: f64, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let difference: f64 = a.iter().zip(b).map(|(x, y)| (x.to_f64() - y.to_f64()).powi(2)).sum::<f64>().sqrt();
-    let scale: f64 = b.iter().map(|y| y.to_f64().powi(2)).sum::<f64>().sqrt();
+    let difference: f64 = a.iter().zip(b).map(|(x, y)| (x.widen() - y.widen()).powi(2)).sum::<f64>().sqrt();
+    let scale: f64 = b.iter().map(|y| y.widen().powi(2)).sum::<f64>().sqrt();
     let relative = difference / scale.max(f64::MIN_POSITIVE);
     assert!(relative <= tolerance, "{what}: relative error {relative:e} > {tolerance:e}");
 }
