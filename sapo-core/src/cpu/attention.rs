@@ -50,7 +50,9 @@ fn sequences(
     Ok(ranges)
 }
 
-/// Forward attention; `out` `[T, H, D]`, `lse` `[T, H]`.
+/// Forward attention; `out` `[T, H, D]`, `lse` `[T, H]`. With feature
+/// `fast`, per-(sequence, head) matrix products across threads; otherwise
+/// [`attention_forward_reference`].
 ///
 /// ```
 /// use sapo_core::backend::HeadDims;
@@ -76,14 +78,56 @@ pub fn attention_forward<F: CpuFloat>(
     n_tokens: usize,
     heads: HeadDims,
 ) -> Result<(), CpuError> {
-    const OP: &str = "attention_forward";
+    #[cfg(feature = "fast")]
+    {
+        let ranges = check_forward("attention_forward", out, lse, q, k, v, seq_starts, n_tokens, heads)?;
+        super::attention_blocked::forward(out, lse, q, k, v, &ranges, heads);
+        Ok(())
+    }
+    #[cfg(not(feature = "fast"))]
+    attention_forward_reference(out, lse, q, k, v, seq_starts, n_tokens, heads)
+}
+
+/// Checks the forward's buffers; returns the sequence ranges.
+#[allow(clippy::too_many_arguments)]
+fn check_forward<F: CpuFloat>(
+    op: &'static str,
+    out: &[F],
+    lse: &[F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    seq_starts: &[u32],
+    n_tokens: usize,
+    heads: HeadDims,
+) -> Result<Vec<(usize, usize)>, CpuError> {
     let HeadDims { n_heads, n_kv_heads, head_dim } = heads;
-    check_len(OP, "q", q.len(), n_tokens * n_heads * head_dim)?;
-    check_len(OP, "out", out.len(), n_tokens * n_heads * head_dim)?;
-    check_len(OP, "lse", lse.len(), n_tokens * n_heads)?;
-    check_len(OP, "k", k.len(), n_tokens * n_kv_heads * head_dim)?;
-    check_len(OP, "v", v.len(), n_tokens * n_kv_heads * head_dim)?;
-    let ranges = sequences(OP, seq_starts, n_tokens, heads)?;
+    check_len(op, "q", q.len(), n_tokens * n_heads * head_dim)?;
+    check_len(op, "out", out.len(), n_tokens * n_heads * head_dim)?;
+    check_len(op, "lse", lse.len(), n_tokens * n_heads)?;
+    check_len(op, "k", k.len(), n_tokens * n_kv_heads * head_dim)?;
+    check_len(op, "v", v.len(), n_tokens * n_kv_heads * head_dim)?;
+    sequences(op, seq_starts, n_tokens, heads)
+}
+
+/// The textbook loops: one query, one head, one key at a time, the reference
+/// for the fast path.
+///
+/// # Errors
+/// A length mismatch or an inconsistent packing.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_reference<F: CpuFloat>(
+    out: &mut [F],
+    lse: &mut [F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    seq_starts: &[u32],
+    n_tokens: usize,
+    heads: HeadDims,
+) -> Result<(), CpuError> {
+    let HeadDims { n_heads, n_kv_heads, head_dim } = heads;
+    let ranges = check_forward("attention_forward", out, lse, q, k, v, seq_starts, n_tokens, heads)?;
     let group = heads.group_size();
     let scale = F::from_f64(1.0 / libm::sqrt(head_dim as f64));
     let mut scores: Vec<F> = Vec::new();
@@ -113,7 +157,9 @@ pub fn attention_forward<F: CpuFloat>(
     Ok(())
 }
 
-/// Backward attention; accumulates `dq`, `dk`, `dv`.
+/// Backward attention; accumulates `dq`, `dk`, `dv`. With feature `fast`,
+/// per-(sequence, head) matrix products across threads; otherwise
+/// [`attention_backward_reference`].
 ///
 /// # Errors
 /// A length mismatch or an inconsistent packing.
@@ -132,6 +178,31 @@ pub fn attention_backward<F: CpuFloat>(
     n_tokens: usize,
     heads: HeadDims,
 ) -> Result<(), CpuError> {
+    #[cfg(feature = "fast")]
+    {
+        let ranges = check_backward(dq, dk, dv, dout, q, k, v, out, lse, seq_starts, n_tokens, heads)?;
+        super::attention_blocked::backward(dq, dk, dv, dout, q, k, v, out, lse, &ranges, heads);
+        Ok(())
+    }
+    #[cfg(not(feature = "fast"))]
+    attention_backward_reference(dq, dk, dv, dout, q, k, v, out, lse, seq_starts, n_tokens, heads)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_backward<F: CpuFloat>(
+    dq: &[F],
+    dk: &[F],
+    dv: &[F],
+    dout: &[F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    out: &[F],
+    lse: &[F],
+    seq_starts: &[u32],
+    n_tokens: usize,
+    heads: HeadDims,
+) -> Result<Vec<(usize, usize)>, CpuError> {
     const OP: &str = "attention_backward";
     let HeadDims { n_heads, n_kv_heads, head_dim } = heads;
     let query_len = n_tokens * n_heads * head_dim;
@@ -149,7 +220,30 @@ pub fn attention_backward<F: CpuFloat>(
     ] {
         check_len(OP, name, got, expected)?;
     }
-    let ranges = sequences(OP, seq_starts, n_tokens, heads)?;
+    sequences(OP, seq_starts, n_tokens, heads)
+}
+
+/// The textbook loops for the backward, the reference for the fast path.
+///
+/// # Errors
+/// A length mismatch or an inconsistent packing.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_reference<F: CpuFloat>(
+    dq: &mut [F],
+    dk: &mut [F],
+    dv: &mut [F],
+    dout: &[F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    out: &[F],
+    lse: &[F],
+    seq_starts: &[u32],
+    n_tokens: usize,
+    heads: HeadDims,
+) -> Result<(), CpuError> {
+    let HeadDims { n_heads, n_kv_heads, head_dim } = heads;
+    let ranges = check_backward(dq, dk, dv, dout, q, k, v, out, lse, seq_starts, n_tokens, heads)?;
     let group = heads.group_size();
     let scale = F::from_f64(1.0 / libm::sqrt(head_dim as f64));
     for (start, end) in ranges {
@@ -181,8 +275,8 @@ pub fn attention_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
+    use alloc::vec;
 
     const HEADS: HeadDims = HeadDims { n_heads: 4, n_kv_heads: 2, head_dim: 3 };
     const SEQ_STARTS: [u32; 4] = [0, 3, 4, 9];
@@ -210,6 +304,62 @@ mod tests {
         check_gradients("attention dq", &q, &dq, 1e-6, |x| loss(x, &k, &v, &weights));
         check_gradients("attention dk", &k, &dk, 1e-6, |x| loss(&q, x, &v, &weights));
         check_gradients("attention dv", &v, &dv, 1e-6, |x| loss(&q, &k, x, &weights));
+    }
+
+    #[test]
+    fn public_path_matches_the_reference_loops_in_f32_and_f64() {
+        let (q, k, v) =
+            (random_vec::<f64>(11, TOKENS * 12), random_vec::<f64>(12, TOKENS * 6), random_vec::<f64>(13, TOKENS * 6));
+        let dout = random_vec::<f64>(14, TOKENS * 12);
+        let run = |fast: bool| {
+            let (mut out, mut lse) = (vec![0.0; TOKENS * 12], vec![0.0; TOKENS * 4]);
+            let (mut dq, mut dk, mut dv) = (vec![0.0; TOKENS * 12], vec![0.0; TOKENS * 6], vec![0.0; TOKENS * 6]);
+            if fast {
+                attention_forward(&mut out, &mut lse, &q, &k, &v, &SEQ_STARTS, TOKENS, HEADS).expect("valid");
+                attention_backward(
+                    &mut dq,
+                    &mut dk,
+                    &mut dv,
+                    &dout,
+                    &q,
+                    &k,
+                    &v,
+                    &out,
+                    &lse,
+                    &SEQ_STARTS,
+                    TOKENS,
+                    HEADS,
+                )
+                .expect("valid");
+            } else {
+                attention_forward_reference(&mut out, &mut lse, &q, &k, &v, &SEQ_STARTS, TOKENS, HEADS).expect("valid");
+                attention_backward_reference(
+                    &mut dq,
+                    &mut dk,
+                    &mut dv,
+                    &dout,
+                    &q,
+                    &k,
+                    &v,
+                    &out,
+                    &lse,
+                    &SEQ_STARTS,
+                    TOKENS,
+                    HEADS,
+                )
+                .expect("valid");
+            }
+            [out, lse, dq, dk, dv]
+        };
+        let (fast, reference) = (run(true), run(false));
+        for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"].iter().zip(fast.iter().zip(&reference)) {
+            crate::cpu::test_support::assert_close(a, b, 1e-13, name);
+        }
+        let single = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let (q32, k32, v32) = (single(&q), single(&k), single(&v));
+        let (mut out32, mut lse32) = (vec![0.0_f32; TOKENS * 12], vec![0.0_f32; TOKENS * 4]);
+        attention_forward(&mut out32, &mut lse32, &q32, &k32, &v32, &SEQ_STARTS, TOKENS, HEADS).expect("valid");
+        crate::cpu::test_support::assert_close(&out32, &single(&reference[0]), 1e-6, "out f32");
     }
 
     #[test]

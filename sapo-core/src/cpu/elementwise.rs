@@ -79,8 +79,8 @@ pub fn add_assign<F: CpuFloat>(acc: &mut [F], x: &[F]) -> Result<(), CpuError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
+    use alloc::vec;
 
     #[test]
     fn swiglu_backward_matches_finite_differences() {

@@ -24,7 +24,7 @@ pub fn embedding_forward<F: CpuFloat>(
 ) -> Result<(), CpuError> {
     const OP: &str = "embedding_forward";
     check_len(OP, "out", out.len(), ids.len() * channels)?;
-    let vocab = if channels == 0 { 0 } else { table.len() / channels };
+    let vocab = table.len().checked_div(channels).unwrap_or(0);
     check_len(OP, "table", table.len(), vocab * channels)?;
     for (row, &id) in out.chunks_exact_mut(channels.max(1)).zip(ids) {
         check_index(OP, "token id", id as usize, vocab)?;
@@ -46,7 +46,7 @@ pub fn embedding_backward<F: CpuFloat>(
 ) -> Result<(), CpuError> {
     const OP: &str = "embedding_backward";
     check_len(OP, "dout", dout.len(), ids.len() * channels)?;
-    let vocab = if channels == 0 { 0 } else { dtable.len() / channels };
+    let vocab = dtable.len().checked_div(channels).unwrap_or(0);
     check_len(OP, "dtable", dtable.len(), vocab * channels)?;
     for (row, &id) in dout.chunks_exact(channels.max(1)).zip(ids) {
         check_index(OP, "token id", id as usize, vocab)?;
@@ -59,8 +59,8 @@ pub fn embedding_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
+    use alloc::vec;
 
     #[test]
     fn backward_matches_finite_differences_with_repeated_ids() {

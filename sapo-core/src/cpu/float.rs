@@ -16,6 +16,11 @@ pub trait CpuFloat:
     /// Widens to `f64` (named apart from `num_traits::ToPrimitive::to_f64`,
     /// which returns an `Option`).
     fn widen(self) -> f64;
+    /// `Σ_i e^{values[i] − shift}` in f64: exact (libm) for `f64`, the
+    /// vectorised [`super::fast_exp`] for `f32`.
+    fn sum_exp_shifted(values: &[Self], shift: Self) -> f64;
+    /// `eˣ`, vectorisable for `f32` (≤ 4 ulp), libm for `f64`.
+    fn fast_exp(self) -> Self;
 }
 
 impl CpuFloat for f32 {
@@ -25,6 +30,12 @@ impl CpuFloat for f32 {
     fn widen(self) -> f64 {
         f64::from(self)
     }
+    fn sum_exp_shifted(values: &[Self], shift: Self) -> f64 {
+        super::fast_exp::sum_exp_shifted(values, shift)
+    }
+    fn fast_exp(self) -> Self {
+        super::fast_exp::exp_f32(self)
+    }
 }
 
 impl CpuFloat for f64 {
@@ -33,5 +44,11 @@ impl CpuFloat for f64 {
     }
     fn widen(self) -> f64 {
         self
+    }
+    fn sum_exp_shifted(values: &[Self], shift: Self) -> f64 {
+        values.iter().map(|&v| libm::exp(v - shift)).sum()
+    }
+    fn fast_exp(self) -> Self {
+        libm::exp(self)
     }
 }

@@ -79,11 +79,27 @@ fn block_logits<F: CpuFloat>(
     matmul(&mut scratch.logits[..n * vocab], &scratch.hidden_rows[..n * channels], lm_head, spec)
 }
 
-/// `log Σ_v e^{x_v}`, accumulated in f64.
+/// Calls `f` on each `vocab`-long row of `logits` with its item of
+/// `per_row`: across threads with feature `fast`, in order without.
+fn for_each_row<F: CpuFloat, T: Send>(
+    logits: &mut [F],
+    per_row: &mut [T],
+    vocab: usize,
+    f: impl Fn(&mut [F], &mut T) + Sync + Send,
+) {
+    #[cfg(feature = "fast")]
+    {
+        use rayon::prelude::*;
+        logits.par_chunks_mut(vocab).zip(per_row.par_iter_mut()).for_each(|(row, item)| f(row, item));
+    }
+    #[cfg(not(feature = "fast"))]
+    logits.chunks_mut(vocab).zip(per_row.iter_mut()).for_each(|(row, item)| f(row, item));
+}
+
+/// `log Σ_v e^{x_v}`, the sum accumulated in f64.
 fn log_sum_exp<F: CpuFloat>(row: &[F]) -> F {
-    let max = row.iter().copied().fold(F::neg_infinity(), F::max).widen();
-    let total: f64 = row.iter().map(|&x| libm::exp(x.widen() - max)).sum();
-    F::from_f64(max + libm::log(total))
+    let max = row.iter().copied().fold(F::neg_infinity(), F::max);
+    F::from_f64(max.widen() + libm::log(F::sum_exp_shifted(row, max)))
 }
 
 /// Forward: `logps[r]` and `lse[r]` for every row.
@@ -127,11 +143,12 @@ pub fn token_logprobs_forward<F: CpuFloat>(
     for start in (0..rows.len()).step_by(BLOCK_ROWS) {
         let end = (start + BLOCK_ROWS).min(rows.len());
         block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
+        let block_lse = &mut lse[start..end];
+        for_each_row(&mut scratch.logits[..(end - start) * vocab], block_lse, vocab, |row_logits, log_sum| {
+            *log_sum = log_sum_exp(row_logits);
+        });
         for (slot, r) in (start..end).enumerate() {
-            let row_logits = &scratch.logits[slot * vocab..][..vocab];
-            let log_sum = log_sum_exp(row_logits);
-            lse[r] = log_sum;
-            logps[r] = row_logits[targets[r] as usize] - log_sum;
+            logps[r] = scratch.logits[slot * vocab + targets[r] as usize] - lse[r];
         }
     }
     Ok(())
@@ -173,14 +190,14 @@ pub fn token_logprobs_backward<F: CpuFloat>(
         let n = end - start;
         block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
         // Logits become dlogits in place.
-        for (slot, r) in (start..end).enumerate() {
-            let row = &mut scratch.logits[slot * vocab..][..vocab];
+        let mut row_inputs: Vec<(F, F, usize)> =
+            (start..end).map(|r| (dlogps[r], lse[r], targets[r] as usize)).collect();
+        for_each_row(&mut scratch.logits[..n * vocab], &mut row_inputs, vocab, |row, &mut (scale, shift, target)| {
             for value in row.iter_mut() {
-                *value = -dlogps[r] * (*value - lse[r]).exp();
+                *value = -scale * (*value - shift).fast_exp();
             }
-            let target = targets[r] as usize;
-            row[target] = row[target] + dlogps[r];
-        }
+            row[target] = row[target] + scale;
+        });
         ensure(&mut scratch.dhidden_rows, n * channels);
         let to_hidden =
             MatmulSpec { m: n, k: vocab, n: channels, transpose_a: false, transpose_b: false, accumulate: false };
@@ -199,8 +216,8 @@ pub fn token_logprobs_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
+    use alloc::vec;
 
     #[test]
     fn backward_matches_finite_differences_across_blocks_and_repeated_rows() {

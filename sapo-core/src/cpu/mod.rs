@@ -16,9 +16,12 @@ use crate::backend::{Backend, Element, HeadDims, MatmulSpec};
 use crate::optim::{AdamWParams, RmspropParams};
 
 mod attention;
+#[cfg(feature = "fast")]
+mod attention_blocked;
 mod elementwise;
 mod embedding;
 mod error;
+mod fast_exp;
 mod float;
 mod logprob;
 mod matmul;
@@ -34,7 +37,9 @@ pub use float::CpuFloat;
 /// The generic operations behind [`CpuBackend`], usable on plain slices of
 /// `f32` or `f64`.
 pub mod ops {
-    pub use super::attention::{attention_backward, attention_forward};
+    pub use super::attention::{
+        attention_backward, attention_backward_reference, attention_forward, attention_forward_reference,
+    };
     pub use super::elementwise::{add, add_assign, swiglu_backward, swiglu_forward};
     pub use super::embedding::{embedding_backward, embedding_forward};
     pub use super::logprob::{BLOCK_ROWS, LogprobScratch, token_logprobs_backward, token_logprobs_forward};

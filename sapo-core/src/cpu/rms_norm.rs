@@ -83,10 +83,10 @@ pub fn rms_norm_backward<F: CpuFloat>(
     check_len(OP, "dinp", dinp.len(), rows * cols)?;
     check_len(OP, "weight", weight.len(), cols)?;
     check_len(OP, "dweight", dweight.len(), cols)?;
-    for row in 0..rows {
+    for (row, r) in rstd.iter().enumerate().take(rows) {
         let span = row * cols..(row + 1) * cols;
         let (x, g, dx) = (&inp[span.clone()], &dout[span.clone()], &mut dinp[span]);
-        let r = rstd[row].widen();
+        let r = r.widen();
         // mean over channels of (dout ⊙ w) ⊙ normalised
         let dot: f64 =
             (0..cols).map(|c| g[c].widen() * weight[c].widen() * x[c].widen() * r).sum::<f64>() / cols as f64;
@@ -103,8 +103,8 @@ pub fn rms_norm_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
+    use alloc::vec;
 
     fn loss(inp: &[f64], weight: &[f64], dout: &[f64], rows: usize, cols: usize) -> f64 {
         let (mut out, mut rstd) = (vec![0.0; rows * cols], vec![0.0; rows]);

@@ -71,8 +71,8 @@ pub fn sequence_logprobs_backward<F: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
     use crate::cpu::test_support::{check_gradients, random_vec};
+    use alloc::vec;
 
     #[test]
     fn backward_matches_finite_differences() {

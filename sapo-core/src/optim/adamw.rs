@@ -14,8 +14,9 @@
 //! Rounding follows torch on a CPU with FMA: `1 − γλ`, `1 − β1`, `1 − β2`,
 //! `γ / (1 − β1^t)` and `√(1 − β2^t)` are computed in `f64` (Python floats)
 //! and rounded to `f32`; `lerp_` and `addcmul_` round once through a fused
-//! multiply-add; `√v / √(1 − β2^t)` is a true division, then `+ ε`, then
-//! `θ + (−step_size·m) / denom` (ATen's `addcdiv_`).
+//! multiply-add; `√v` is the correctly rounded square root (torch's MKL one
+//! is not: see [`super`]); `√v / √(1 − β2^t)` is a true division, then `+ ε`,
+//! then `θ + (−step_size·m) / denom` (ATen's `addcdiv_`).
 
 use super::{OptimError, addcmul, check_len, check_param, lerp};
 

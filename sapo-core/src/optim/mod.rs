@@ -23,9 +23,15 @@
 //! Python scalar to the tensor's dtype. The per-element updates then run in
 //! `f32` in the order ATen's CPU kernels use, including where they round once
 //! through a fused multiply-add (`lerp_`, `addcmul_`, `add_(…, alpha=…)`;
-//! measured on an x86 CPU with FMA and recorded with the goldens). The
-//! goldens in `fixtures/golden/optim.json` are replayed by
-//! `sapo-core/tests/optim_torch.rs`.
+//! measured on an x86 CPU with FMA and recorded with the goldens).
+//!
+//! The one exception is the square root. Here it is the IEEE, correctly
+//! rounded one (as CUDA's `sqrtf`, and torch's on builds without MKL);
+//! torch's x86 builds compute a float32 tensor's `sqrt` with MKL's `vsSqrt`
+//! in `VML_HA` mode, which is one ulp off for about a fifth of inputs. So
+//! the parameters match torch with a correctly rounded `sqrt` bit for bit,
+//! and torch itself to about 1e-7 relative after 100 steps
+//! (`sapo-core/tests/optim_torch.rs` replays `fixtures/golden/optim.json`).
 //!
 //! One training step, as transformers' Trainer orders it (clip, optimizer
 //! step with the current learning rate, scheduler step):

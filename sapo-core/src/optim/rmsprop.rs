@@ -17,7 +17,8 @@
 //! Rounding follows torch on a CPU with FMA: α, 1 − α, λ, μ, ε and −γ are
 //! rounded from `f64` to `f32`; `add(θ, alpha=λ)`, `addcmul_`, `lerp_` and
 //! `add_(b, alpha=−γ)` round once through a fused multiply-add; the divisions
-//! are true divisions. Like torch, the centered form takes the square root of
+//! are true divisions; the square root is the correctly rounded one (torch's
+//! MKL one is not: see [`super`]). Like torch, the centered form takes the square root of
 //! `s − ḡ²` as rounded, which is never negative in exact arithmetic but could
 //! round below 0 and give NaN when the gradient is nearly constant.
 
