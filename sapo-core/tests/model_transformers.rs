@@ -7,73 +7,24 @@
 //! per-token and per-sequence log-probs ≤ 1e-5 relative, the DPO loss ≤ 1e-5,
 //! each parameter's gradient ≤ 1e-4 relative (‖a − b‖/‖b‖ per tensor).
 
+mod common;
+
+use common::{config, f64s, fixture, load_params, relative};
 use safetensors::SafeTensors;
 use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
-use sapo_core::model::{self, Activations, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch};
+use sapo_core::model::{self, Activations, DeviceBatch, LlamaParams, PackedBatch};
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use serde_json::Value;
-
-fn fixture(model: &str, file: &str) -> Vec<u8> {
-    let path = format!("{}/../fixtures/models/{model}/{file}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {path}: {error}"))
-}
-
-/// The fields of a Hugging Face `config.json` sapo's model reads.
-fn config(model: &str) -> LlamaConfig {
-    let json: Value = serde_json::from_slice(&fixture(model, "config.json")).expect("config.json");
-    let get = |key: &str| json[key].as_u64().unwrap_or_else(|| panic!("{key}")) as usize;
-    let heads = get("num_attention_heads");
-    let rope_theta =
-        json["rope_parameters"]["rope_theta"].as_f64().or_else(|| json["rope_theta"].as_f64()).expect("rope θ");
-    LlamaConfig {
-        vocab_size: get("vocab_size"),
-        hidden_size: get("hidden_size"),
-        intermediate_size: get("intermediate_size"),
-        num_hidden_layers: get("num_hidden_layers"),
-        num_attention_heads: heads,
-        num_key_value_heads: get("num_key_value_heads"),
-        head_dim: json["head_dim"].as_u64().map_or(get("hidden_size") / heads, |d| d as usize),
-        rope_theta: rope_theta as f32,
-        rms_norm_eps: json["rms_norm_eps"].as_f64().expect("rms_norm_eps") as f32,
-        tie_word_embeddings: json["tie_word_embeddings"].as_bool().unwrap_or(false),
-        attention_bias: json["model_type"] == "qwen2" || json["attention_bias"].as_bool().unwrap_or(false),
-    }
-}
-
-fn f32s(tensors: &SafeTensors, name: &str) -> Vec<f32> {
-    let view = tensors.tensor(name).unwrap_or_else(|error| panic!("{name}: {error}"));
-    view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-}
-
-fn f64s(tensors: &SafeTensors, name: &str) -> Vec<f64> {
-    let view = tensors.tensor(name).unwrap_or_else(|error| panic!("{name}: {error}"));
-    view.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
-}
-
-fn relative(actual: &[f32], expected: &[f64]) -> f64 {
-    assert_eq!(actual.len(), expected.len());
-    assert!(actual.iter().all(|a| a.is_finite()), "non-finite value");
-    let difference: f64 = actual.iter().zip(expected).map(|(a, e)| (f64::from(*a) - e).powi(2)).sum::<f64>().sqrt();
-    difference / expected.iter().map(|e| e * e).sum::<f64>().sqrt()
-}
 
 fn check_model(name: &str) {
     let config = config(name);
     config.validate().expect("valid config");
-    let weights_bytes = fixture(name, "model.safetensors");
-    let weights = SafeTensors::deserialize(&weights_bytes).expect("model.safetensors");
     let golden_bytes = fixture(name, "golden.safetensors");
     let golden = SafeTensors::deserialize(&golden_bytes).expect("golden.safetensors");
     let meta: Value = serde_json::from_slice(&fixture(name, "golden.json")).expect("golden.json");
-
     let backend = CpuBackend::new();
-    let params = LlamaParams::from_host(&backend, &config, |spec| {
-        let view = weights.tensor(&spec.name)?;
-        assert_eq!(view.shape(), spec.shape.as_slice(), "{}", spec.name);
-        Ok::<_, Box<dyn std::error::Error>>(f32s(&weights, &spec.name))
-    })
-    .expect("every tensor present");
+    let params = load_params(&backend, name, &config);
 
     let sequences: Vec<(Vec<u32>, Vec<bool>)> = meta["sequences"]
         .as_array()

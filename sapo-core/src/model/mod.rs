@@ -12,10 +12,12 @@ mod activations;
 mod batch;
 mod config;
 mod llama;
+mod optimizer;
 mod params;
 
 pub use activations::{Activations, LayerActivations};
 pub use batch::{BatchError, DeviceBatch, PackedBatch};
 pub use config::LlamaConfig;
 pub use llama::{SequenceLogprobs, backward, forward};
+pub use optimizer::{AdamWState, RmspropState, clip_grad_norm, global_grad_norm};
 pub use params::{LayerParams, LlamaParams, TensorSpec, tensor_specs};

@@ -117,52 +117,58 @@ impl<B: Backend> LlamaParams<B> {
         build(backend, config, &mut next)
     }
 
-    /// Calls `f` on every tensor, in [`tensor_specs`] order.
-    pub fn visit<E>(&self, mut f: impl FnMut(&B::Buf<f32>) -> Result<(), E>) -> Result<(), E> {
-        f(&self.embed_tokens)?;
+    /// Every tensor, in [`tensor_specs`] order.
+    pub fn tensors(&self) -> Vec<&B::Buf<f32>> {
+        let mut all = Vec::with_capacity(3 + 12 * self.layers.len());
+        all.push(&self.embed_tokens);
         for layer in &self.layers {
-            f(&layer.input_layernorm)?;
-            f(&layer.q_proj)?;
-            f(&layer.k_proj)?;
-            f(&layer.v_proj)?;
+            all.extend([&layer.input_layernorm, &layer.q_proj, &layer.k_proj, &layer.v_proj]);
             if let Some(biases) = &layer.qkv_bias {
-                biases.iter().try_for_each(&mut f)?;
+                all.extend(biases.iter());
             }
-            f(&layer.o_proj)?;
-            f(&layer.post_attention_layernorm)?;
-            f(&layer.gate_proj)?;
-            f(&layer.up_proj)?;
-            f(&layer.down_proj)?;
+            all.extend([
+                &layer.o_proj,
+                &layer.post_attention_layernorm,
+                &layer.gate_proj,
+                &layer.up_proj,
+                &layer.down_proj,
+            ]);
         }
-        f(&self.norm)?;
-        if let Some(head) = &self.lm_head {
-            f(head)?;
+        all.push(&self.norm);
+        all.extend(self.lm_head.as_ref());
+        all
+    }
+
+    /// Every tensor mutably, in [`tensor_specs`] order.
+    pub fn tensors_mut(&mut self) -> Vec<&mut B::Buf<f32>> {
+        let mut all = Vec::with_capacity(3 + 12 * self.layers.len());
+        all.push(&mut self.embed_tokens);
+        for layer in &mut self.layers {
+            all.extend([&mut layer.input_layernorm, &mut layer.q_proj, &mut layer.k_proj, &mut layer.v_proj]);
+            if let Some(biases) = &mut layer.qkv_bias {
+                all.extend(biases.iter_mut());
+            }
+            all.extend([
+                &mut layer.o_proj,
+                &mut layer.post_attention_layernorm,
+                &mut layer.gate_proj,
+                &mut layer.up_proj,
+                &mut layer.down_proj,
+            ]);
         }
-        Ok(())
+        all.push(&mut self.norm);
+        all.extend(self.lm_head.as_mut());
+        all
+    }
+
+    /// Calls `f` on every tensor, in [`tensor_specs`] order.
+    pub fn visit<E>(&self, f: impl FnMut(&B::Buf<f32>) -> Result<(), E>) -> Result<(), E> {
+        self.tensors().into_iter().try_for_each(f)
     }
 
     /// Calls `f` on every tensor mutably, in [`tensor_specs`] order.
-    pub fn visit_mut<E>(&mut self, mut f: impl FnMut(&mut B::Buf<f32>) -> Result<(), E>) -> Result<(), E> {
-        f(&mut self.embed_tokens)?;
-        for layer in &mut self.layers {
-            f(&mut layer.input_layernorm)?;
-            f(&mut layer.q_proj)?;
-            f(&mut layer.k_proj)?;
-            f(&mut layer.v_proj)?;
-            if let Some(biases) = &mut layer.qkv_bias {
-                biases.iter_mut().try_for_each(&mut f)?;
-            }
-            f(&mut layer.o_proj)?;
-            f(&mut layer.post_attention_layernorm)?;
-            f(&mut layer.gate_proj)?;
-            f(&mut layer.up_proj)?;
-            f(&mut layer.down_proj)?;
-        }
-        f(&mut self.norm)?;
-        if let Some(head) = &mut self.lm_head {
-            f(head)?;
-        }
-        Ok(())
+    pub fn visit_mut<E>(&mut self, f: impl FnMut(&mut B::Buf<f32>) -> Result<(), E>) -> Result<(), E> {
+        self.tensors_mut().into_iter().try_for_each(f)
     }
 
     /// The LM head: its own tensor, or the embedding when tied.
