@@ -162,6 +162,33 @@ fn matmul_ceiling(backend: &CpuBackend) -> f64 {
     2.0 * (n * n * n) as f64 * runs as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// GFLOP/s of each matrix-product shape one SmolLM2 layer runs at 1024
+/// tokens, forward (`x·Wᵀ`) and backward (`dy·W`, `dyᵀ·x`).
+fn matmul_shapes(backend: &CpuBackend, config: &LlamaConfig) {
+    let t = SEQUENCES * SEQ_LEN;
+    let (c, i, q, kv) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
+    for (name, d_in, d_out) in [("q/o", c, q), ("k/v", c, kv), ("gate/up", c, i), ("down", i, c)] {
+        let specs = [
+            ("fwd x·Wᵀ", MatmulSpec { m: t, k: d_in, n: d_out, transpose_a: false, transpose_b: true, accumulate: false }),
+            ("bwd dy·W", MatmulSpec { m: t, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true }),
+            ("bwd dyᵀ·x", MatmulSpec { m: d_out, k: t, n: d_in, transpose_a: true, transpose_b: false, accumulate: true }),
+        ];
+        for (what, spec) in specs {
+            let a = backend.upload(&vec![0.5_f32; spec.a_len()]).expect("alloc");
+            let b = backend.upload(&vec![0.25_f32; spec.b_len()]).expect("alloc");
+            let mut out = backend.zeros::<f32>(spec.out_len()).expect("alloc");
+            backend.matmul(&mut out, &a, &b, spec).expect("warm-up");
+            let runs = 20;
+            let start = Instant::now();
+            for _ in 0..runs {
+                backend.matmul(&mut out, &a, &b, spec).expect("matmul");
+            }
+            let gflops = 2.0 * (spec.m * spec.k * spec.n) as f64 * runs as f64 / start.elapsed().as_secs_f64() / 1e9;
+            println!("  {name:<8} {what:<10} m {:>5} k {:>5} n {:>5}: {gflops:5.0} GFLOP/s", spec.m, spec.k, spec.n);
+        }
+    }
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -217,6 +244,10 @@ fn main() {
     println!("threads: {}", rayon::current_num_threads());
     let ceiling = matmul_ceiling(&CpuBackend::new());
     println!("f32 matmul ceiling (2048³, gemm path): {ceiling:.0} GFLOP/s");
+    if wanted("shapes") {
+        matmul_shapes(&CpuBackend::new(), &LlamaConfig::smollm2_135m());
+        return;
+    }
     if wanted("tiny") {
         run("tiny (h128, 4 layers)", tiny(), false, 5);
         run("tiny (h128, 4 layers)", tiny(), true, 5);

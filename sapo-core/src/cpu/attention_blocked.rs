@@ -30,13 +30,27 @@ fn tasks(ranges: &[(usize, usize)], heads: HeadDims) -> Vec<Task> {
 }
 
 /// Copies the `[len, D]` slice of head `head` (of `n` heads per token) from
-/// token `start` on into a contiguous buffer.
-fn gather<F: CpuFloat>(source: &[F], start: usize, len: usize, n: usize, head: usize, d: usize) -> Vec<F> {
-    let mut out = Vec::with_capacity(len * d);
-    for t in start..start + len {
-        out.extend_from_slice(&source[(t * n + head) * d..][..d]);
+/// token `start` on into the contiguous `out`.
+fn gather<F: CpuFloat>(out: &mut [F], source: &[F], start: usize, n: usize, head: usize, d: usize) {
+    for (i, row) in out.chunks_exact_mut(d).enumerate() {
+        row.copy_from_slice(&source[((start + i) * n + head) * d..][..d]);
     }
-    out
+}
+
+/// Splits this thread's scratch into buffers of the given lengths, zeroed.
+fn with_buffers<F: CpuFloat, const N: usize, R>(lens: [usize; N], f: impl FnOnce([&mut [F]; N]) -> R) -> R {
+    F::with_thread_scratch(|scratch| {
+        let total: usize = lens.iter().sum();
+        scratch.clear();
+        scratch.resize(total, F::zero());
+        let mut rest: &mut [F] = scratch;
+        let buffers = lens.map(|len| {
+            let (head, tail) = core::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            head
+        });
+        f(buffers)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -84,20 +98,21 @@ pub(crate) fn forward<F: CpuFloat>(
         .into_par_iter()
         .map(|task| {
             let Task { start, len, kv_head } = task;
-            let keys = gather(k, start, len, n_kv_heads, kv_head, d);
-            let values = gather(v, start, len, n_kv_heads, kv_head, d);
-            let mut scores = vec![F::zero(); len * len];
-            let per_head = (kv_head * group..(kv_head + 1) * group)
-                .map(|head| {
-                    let queries = gather(q, start, len, n_heads, head, d);
-                    product(&mut scores, &queries, &keys, len, d, len, false, true, false);
-                    scores.iter_mut().for_each(|s| *s = *s * scale);
-                    let lse = causal_softmax(&mut scores, len);
-                    let mut head_out = vec![F::zero(); len * d];
-                    product(&mut head_out, &scores, &values, len, len, d, false, false, false);
-                    HeadForward { head, out: head_out, lse }
-                })
-                .collect();
+            let per_head = with_buffers([len * d, len * d, len * d, len * len], |[keys, values, queries, scores]| {
+                gather(keys, k, start, n_kv_heads, kv_head, d);
+                gather(values, v, start, n_kv_heads, kv_head, d);
+                (kv_head * group..(kv_head + 1) * group)
+                    .map(|head| {
+                        gather(queries, q, start, n_heads, head, d);
+                        product(scores, queries, keys, len, d, len, false, true, false);
+                        scores.iter_mut().for_each(|s| *s = *s * scale);
+                        let lse = causal_softmax(scores, len);
+                        let mut head_out = vec![F::zero(); len * d];
+                        product(&mut head_out, scores, values, len, len, d, false, false, false);
+                        HeadForward { head, out: head_out, lse }
+                    })
+                    .collect::<Vec<_>>()
+            });
             (task, per_head)
         })
         .collect();
@@ -141,38 +156,44 @@ pub(crate) fn backward<F: CpuFloat>(
         .into_par_iter()
         .map(|task| {
             let Task { start, len, kv_head } = task;
-            let keys = gather(k, start, len, n_kv_heads, kv_head, d);
-            let values = gather(v, start, len, n_kv_heads, kv_head, d);
             let (mut dkeys, mut dvalues) = (vec![F::zero(); len * d], vec![F::zero(); len * d]);
-            let (mut probs, mut dprobs) = (vec![F::zero(); len * len], vec![F::zero(); len * len]);
-            let mut dq_heads = Vec::with_capacity(group);
-            for head in kv_head * group..(kv_head + 1) * group {
-                let queries = gather(q, start, len, n_heads, head, d);
-                let grad_out = gather(dout, start, len, n_heads, head, d);
-                let outputs = gather(out, start, len, n_heads, head, d);
-                // P = exp(Q Kᵀ/√D − lse), zero above the diagonal.
-                product(&mut probs, &queries, &keys, len, d, len, false, true, false);
-                for (i, row) in probs.chunks_exact_mut(len).enumerate() {
-                    let log_sum = lse[(start + i) * n_heads + head];
-                    let (visible, hidden) = row.split_at_mut(i + 1);
-                    visible.iter_mut().for_each(|s| *s = (*s * scale - log_sum).fast_exp());
-                    hidden.iter_mut().for_each(|s| *s = F::zero());
-                }
-                // dP = dO Vᵀ; dS = P ⊙ (dP − δ)·scale with δ_i = dO_i·O_i.
-                product(&mut dprobs, &grad_out, &values, len, d, len, false, true, false);
-                for i in 0..len {
-                    let delta = (0..d).fold(F::zero(), |acc, c| acc + grad_out[i * d + c] * outputs[i * d + c]);
-                    for j in 0..len {
-                        let index = i * len + j;
-                        dprobs[index] = probs[index] * (dprobs[index] - delta) * scale;
+            let (rows, square) = (len * d, len * len);
+            let dq_heads = with_buffers(
+                [rows, rows, rows, rows, rows, square, square],
+                |[keys, values, queries, grad_out, outputs, probs, dprobs]| {
+                    gather(keys, k, start, n_kv_heads, kv_head, d);
+                    gather(values, v, start, n_kv_heads, kv_head, d);
+                    let mut dq_heads = Vec::with_capacity(group);
+                    for head in kv_head * group..(kv_head + 1) * group {
+                        gather(queries, q, start, n_heads, head, d);
+                        gather(grad_out, dout, start, n_heads, head, d);
+                        gather(outputs, out, start, n_heads, head, d);
+                        // P = exp(Q Kᵀ/√D − lse), zero above the diagonal.
+                        product(probs, queries, keys, len, d, len, false, true, false);
+                        for (i, row) in probs.chunks_exact_mut(len).enumerate() {
+                            let log_sum = lse[(start + i) * n_heads + head];
+                            let (visible, hidden) = row.split_at_mut(i + 1);
+                            visible.iter_mut().for_each(|s| *s = (*s * scale - log_sum).fast_exp());
+                            hidden.iter_mut().for_each(|s| *s = F::zero());
+                        }
+                        // dP = dO Vᵀ; dS = P ⊙ (dP − δ)·scale with δ_i = dO_i·O_i.
+                        product(dprobs, grad_out, values, len, d, len, false, true, false);
+                        for i in 0..len {
+                            let delta = (0..d).fold(F::zero(), |acc, c| acc + grad_out[i * d + c] * outputs[i * d + c]);
+                            for j in 0..len {
+                                let index = i * len + j;
+                                dprobs[index] = probs[index] * (dprobs[index] - delta) * scale;
+                            }
+                        }
+                        let mut dqueries = vec![F::zero(); len * d];
+                        product(&mut dqueries, dprobs, keys, len, len, d, false, false, false);
+                        product(&mut dkeys, dprobs, queries, len, len, d, true, false, true);
+                        product(&mut dvalues, probs, grad_out, len, len, d, true, false, true);
+                        dq_heads.push((head, dqueries));
                     }
-                }
-                let mut dqueries = vec![F::zero(); len * d];
-                product(&mut dqueries, &dprobs, &keys, len, len, d, false, false, false);
-                product(&mut dkeys, &dprobs, &queries, len, len, d, true, false, true);
-                product(&mut dvalues, &probs, &grad_out, len, len, d, true, false, true);
-                dq_heads.push((head, dqueries));
-            }
+                    dq_heads
+                },
+            );
             TaskBackward { task, dq: dq_heads, dk: dkeys, dv: dvalues }
         })
         .collect();

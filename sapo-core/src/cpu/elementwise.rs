@@ -4,9 +4,12 @@
 
 use super::error::{CpuError, check_len};
 use super::float::CpuFloat;
+#[allow(unused_imports)]
+use super::par::prelude::*;
+use super::par::{CHUNK, chunks, chunks_mut};
 
 fn sigmoid<F: CpuFloat>(x: F) -> F {
-    F::one() / (F::one() + (-x).exp())
+    F::one() / (F::one() + (-x).fast_exp())
 }
 
 /// `out = silu(gate) ⊙ up`.
@@ -24,9 +27,11 @@ fn sigmoid<F: CpuFloat>(x: F) -> F {
 pub fn swiglu_forward<F: CpuFloat>(out: &mut [F], gate: &[F], up: &[F]) -> Result<(), CpuError> {
     check_len("swiglu_forward", "gate", gate.len(), out.len())?;
     check_len("swiglu_forward", "up", up.len(), out.len())?;
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g * sigmoid(g) * u;
-    }
+    chunks_mut!(out, CHUNK).zip(chunks!(gate, CHUNK)).zip(chunks!(up, CHUNK)).for_each(|((out, gate), up)| {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g * sigmoid(g) * u;
+        }
+    });
     Ok(())
 }
 
@@ -45,13 +50,16 @@ pub fn swiglu_backward<F: CpuFloat>(
     for (name, len) in [("dgate", dgate.len()), ("dup", dup.len()), ("gate", gate.len()), ("up", up.len())] {
         check_len(OP, name, len, dout.len())?;
     }
-    for i in 0..dout.len() {
-        let s = sigmoid(gate[i]);
-        let silu = gate[i] * s;
-        let silu_grad = s * (F::one() + gate[i] * (F::one() - s));
-        dgate[i] = dgate[i] + dout[i] * up[i] * silu_grad;
-        dup[i] = dup[i] + dout[i] * silu;
-    }
+    let inputs = chunks!(dout, CHUNK).zip(chunks!(gate, CHUNK)).zip(chunks!(up, CHUNK));
+    chunks_mut!(dgate, CHUNK).zip(chunks_mut!(dup, CHUNK)).zip(inputs).for_each(|((dgate, dup), ((dout, gate), up))| {
+        for i in 0..dout.len() {
+            let s = sigmoid(gate[i]);
+            let silu = gate[i] * s;
+            let silu_grad = s * (F::one() + gate[i] * (F::one() - s));
+            dgate[i] = dgate[i] + dout[i] * up[i] * silu_grad;
+            dup[i] = dup[i] + dout[i] * silu;
+        }
+    });
     Ok(())
 }
 
@@ -62,7 +70,9 @@ pub fn swiglu_backward<F: CpuFloat>(
 pub fn add<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F]) -> Result<(), CpuError> {
     check_len("add", "a", a.len(), out.len())?;
     check_len("add", "b", b.len(), out.len())?;
-    out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = x + y);
+    chunks_mut!(out, CHUNK).zip(chunks!(a, CHUNK)).zip(chunks!(b, CHUNK)).for_each(|((out, a), b)| {
+        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = x + y);
+    });
     Ok(())
 }
 
@@ -72,7 +82,9 @@ pub fn add<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F]) -> Result<(), CpuError>
 /// A length mismatch.
 pub fn add_assign<F: CpuFloat>(acc: &mut [F], x: &[F]) -> Result<(), CpuError> {
     check_len("add_assign", "x", x.len(), acc.len())?;
-    acc.iter_mut().zip(x).for_each(|(a, &b)| *a = *a + b);
+    chunks_mut!(acc, CHUNK).zip(chunks!(x, CHUNK)).for_each(|(acc, x)| {
+        acc.iter_mut().zip(x).for_each(|(a, &b)| *a = *a + b);
+    });
     Ok(())
 }
 

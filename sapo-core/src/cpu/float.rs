@@ -21,6 +21,16 @@ pub trait CpuFloat:
     fn sum_exp_shifted(values: &[Self], shift: Self) -> f64;
     /// `eˣ`, vectorisable for `f32` (≤ 4 ulp), libm for `f64`.
     fn fast_exp(self) -> Self;
+    /// Lends this thread's reusable scratch vector, so per-task work buffers
+    /// are not fresh allocations (fresh memory is slow to fault in here).
+    #[cfg(feature = "fast")]
+    fn with_thread_scratch<R>(f: impl FnOnce(&mut alloc::vec::Vec<Self>) -> R) -> R;
+}
+
+#[cfg(feature = "fast")]
+std::thread_local! {
+    static SCRATCH_F32: core::cell::RefCell<alloc::vec::Vec<f32>> = const { core::cell::RefCell::new(alloc::vec::Vec::new()) };
+    static SCRATCH_F64: core::cell::RefCell<alloc::vec::Vec<f64>> = const { core::cell::RefCell::new(alloc::vec::Vec::new()) };
 }
 
 impl CpuFloat for f32 {
@@ -36,6 +46,10 @@ impl CpuFloat for f32 {
     fn fast_exp(self) -> Self {
         super::fast_exp::exp_f32(self)
     }
+    #[cfg(feature = "fast")]
+    fn with_thread_scratch<R>(f: impl FnOnce(&mut alloc::vec::Vec<Self>) -> R) -> R {
+        SCRATCH_F32.with(|scratch| f(&mut scratch.borrow_mut()))
+    }
 }
 
 impl CpuFloat for f64 {
@@ -50,5 +64,9 @@ impl CpuFloat for f64 {
     }
     fn fast_exp(self) -> Self {
         libm::exp(self)
+    }
+    #[cfg(feature = "fast")]
+    fn with_thread_scratch<R>(f: impl FnOnce(&mut alloc::vec::Vec<Self>) -> R) -> R {
+        SCRATCH_F64.with(|scratch| f(&mut scratch.borrow_mut()))
     }
 }

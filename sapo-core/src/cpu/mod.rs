@@ -25,6 +25,7 @@ mod fast_exp;
 mod float;
 mod logprob;
 mod matmul;
+mod par;
 mod rms_norm;
 mod rope;
 mod sequence;
@@ -459,7 +460,23 @@ impl Backend for CpuBackend {
         lr: f64,
         hp: &AdamWParams,
     ) -> Result<(), CpuError> {
-        Ok(crate::optim::adamw_update(&mut params.0, &grads.0, &mut exp_avg.0, &mut exp_avg_sq.0, step, lr, hp)?)
+        // Elementwise, so chunks update independently (across threads with
+        // feature `fast`); the result is the same bits either way.
+        const OP: &str = "adamw_step";
+        let n = params.0.len();
+        error::check_len(OP, "grads", grads.0.len(), n)?;
+        error::check_len(OP, "exp_avg", exp_avg.0.len(), n)?;
+        error::check_len(OP, "exp_avg_sq", exp_avg_sq.0.len(), n)?;
+        crate::optim::AdamWStep::new(step, lr, hp)?; // refuse bad hyper-parameters before touching anything
+        let chunk = par::CHUNK;
+        let tasks = par::chunks_mut!(params.0.as_mut_slice(), chunk)
+            .zip(par::chunks!(grads.0.as_slice(), chunk))
+            .zip(par::chunks_mut!(exp_avg.0.as_mut_slice(), chunk))
+            .zip(par::chunks_mut!(exp_avg_sq.0.as_mut_slice(), chunk));
+        #[allow(unused_imports)]
+        use par::prelude::*;
+        tasks.try_for_each(|(((p, g), m), v)| crate::optim::adamw_update(p, g, m, v, step, lr, hp))?;
+        Ok(())
     }
 
     fn rmsprop_step(

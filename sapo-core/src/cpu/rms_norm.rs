@@ -5,6 +5,12 @@
 
 use super::error::{CpuError, check_len};
 use super::float::CpuFloat;
+#[allow(unused_imports)]
+use super::par::prelude::*;
+use super::par::{chunks, chunks_mut};
+
+/// Rows per parallel task.
+const ROWS_PER_TASK: usize = 32;
 
 fn check(op: &'static str, rows: usize, cols: usize, lens: [(&'static str, usize, usize); 3]) -> Result<(), CpuError> {
     for (name, got, expected) in lens {
@@ -46,15 +52,21 @@ pub fn rms_norm_forward<F: CpuFloat>(
         [("inp", inp.len(), rows * cols), ("out", out.len(), rows * cols), ("rstd", rstd.len(), rows)],
     )?;
     check_len(OP, "weight", weight.len(), cols)?;
-    for ((x, y), r) in inp.chunks_exact(cols.max(1)).zip(out.chunks_exact_mut(cols.max(1))).zip(rstd.iter_mut()) {
-        let mean_square = x.iter().map(|&v| v.widen() * v.widen()).sum::<f64>() / cols as f64;
-        // rsqrt in the working precision, as torch computes it on f32.
-        let inv = (F::from_f64(mean_square) + eps).sqrt().recip();
-        *r = inv;
-        for ((o, &v), &w) in y.iter_mut().zip(x).zip(weight) {
-            *o = w * (v * inv);
-        }
+    if rows == 0 {
+        return Ok(());
     }
+    let block = ROWS_PER_TASK * cols;
+    chunks_mut!(out, block).zip(chunks_mut!(rstd, ROWS_PER_TASK)).zip(chunks!(inp, block)).for_each(|((out, rstd), inp)| {
+        for ((x, y), r) in inp.chunks_exact(cols).zip(out.chunks_exact_mut(cols)).zip(rstd.iter_mut()) {
+            let mean_square = x.iter().map(|&v| v.widen() * v.widen()).sum::<f64>() / cols as f64;
+            // rsqrt in the working precision, as torch computes it on f32.
+            let inv = (F::from_f64(mean_square) + eps).sqrt().recip();
+            *r = inv;
+            for ((o, &v), &w) in y.iter_mut().zip(x).zip(weight) {
+                *o = w * (v * inv);
+            }
+        }
+    });
     Ok(())
 }
 
@@ -83,19 +95,34 @@ pub fn rms_norm_backward<F: CpuFloat>(
     check_len(OP, "dinp", dinp.len(), rows * cols)?;
     check_len(OP, "weight", weight.len(), cols)?;
     check_len(OP, "dweight", dweight.len(), cols)?;
-    for (row, r) in rstd.iter().enumerate().take(rows) {
-        let span = row * cols..(row + 1) * cols;
-        let (x, g, dx) = (&inp[span.clone()], &dout[span.clone()], &mut dinp[span]);
-        let r = r.widen();
-        // mean over channels of (dout ⊙ w) ⊙ normalised
-        let dot: f64 =
-            (0..cols).map(|c| g[c].widen() * weight[c].widen() * x[c].widen() * r).sum::<f64>() / cols as f64;
-        for c in 0..cols {
-            let normalised = x[c].widen() * r;
-            let scaled = g[c].widen() * weight[c].widen();
-            dx[c] = F::from_f64(dx[c].widen() + r * (scaled - normalised * dot));
-            dweight[c] = F::from_f64(dweight[c].widen() + g[c].widen() * normalised);
-        }
+    if rows == 0 {
+        return Ok(());
+    }
+    let block = ROWS_PER_TASK * cols;
+    // Each task returns its rows' share of dweight (f64); shares are summed
+    // in task order, so the result does not depend on the thread schedule.
+    let tasks = chunks_mut!(dinp, block).zip(chunks!(inp, block)).zip(chunks!(dout, block)).zip(chunks!(rstd, ROWS_PER_TASK));
+    let shares: alloc::vec::Vec<alloc::vec::Vec<f64>> = tasks
+        .map(|(((dx_rows, x_rows), g_rows), rstd)| {
+            let mut share = alloc::vec![0.0; cols];
+            let rows = dx_rows.chunks_exact_mut(cols).zip(x_rows.chunks_exact(cols)).zip(g_rows.chunks_exact(cols));
+            for (((dx, x), g), r) in rows.zip(rstd) {
+                let r = r.widen();
+                // mean over channels of (dout ⊙ w) ⊙ normalised
+                let dot: f64 =
+                    (0..cols).map(|c| g[c].widen() * weight[c].widen() * x[c].widen() * r).sum::<f64>() / cols as f64;
+                for c in 0..cols {
+                    let normalised = x[c].widen() * r;
+                    let scaled = g[c].widen() * weight[c].widen();
+                    dx[c] = F::from_f64(dx[c].widen() + r * (scaled - normalised * dot));
+                    share[c] += g[c].widen() * normalised;
+                }
+            }
+            share
+        })
+        .collect();
+    for (c, dw) in dweight.iter_mut().enumerate() {
+        *dw = F::from_f64(dw.widen() + shares.iter().map(|share| share[c]).sum::<f64>());
     }
     Ok(())
 }
