@@ -17,10 +17,14 @@ use std::time::{Duration, Instant};
 
 use sapo_core::backend::{Backend, MatmulSpec};
 use sapo_core::cpu::{CpuBackend, CpuError};
-use sapo_core::model::{self, Activations, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch};
+use sapo_core::model::{self, Activations, AdamWState, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch};
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use sapo_core::optim::AdamWParams;
+use sapo_core::profile::Profiled;
 use sapo_core::rng::SapoRng;
+
+/// The CPU backend, timed per operation.
+type Cpu = Profiled<CpuBackend>;
 
 const SEQUENCES: usize = 4;
 const SEQ_LEN: usize = 256;
@@ -42,7 +46,7 @@ fn tiny() -> LlamaConfig {
     }
 }
 
-fn random_params(backend: &CpuBackend, config: &LlamaConfig, seed: u64) -> LlamaParams<CpuBackend> {
+fn random_params(backend: &Cpu, config: &LlamaConfig, seed: u64) -> LlamaParams<Cpu> {
     let mut rng = SapoRng::from_seed_u64(seed);
     LlamaParams::from_host(backend, config, |spec| {
         let norm = spec.shape.len() == 1;
@@ -80,16 +84,21 @@ impl Phases {
     }
 }
 
+struct State {
+    params: LlamaParams<Cpu>,
+    grads: LlamaParams<Cpu>,
+    adamw: AdamWState<Cpu>,
+}
+
 fn step(
-    backend: &CpuBackend,
+    backend: &Cpu,
     config: &LlamaConfig,
-    state: &mut (LlamaParams<CpuBackend>, LlamaParams<CpuBackend>, LlamaParams<CpuBackend>, LlamaParams<CpuBackend>),
-    reference: &LlamaParams<CpuBackend>,
-    acts: &mut Activations<CpuBackend>,
-    batch: &DeviceBatch<CpuBackend>,
-    step_number: u64,
+    state: &mut State,
+    reference: &LlamaParams<Cpu>,
+    acts: &mut Activations<Cpu>,
+    batch: &DeviceBatch<Cpu>,
 ) -> Result<Phases, CpuError> {
-    let (params, grads, exp_avg, exp_avg_sq) = state;
+    let State { params, grads, adamw } = state;
     let mut phases = Phases::default();
     let start = Instant::now();
     let reference_logps = model::forward(backend, config, reference, batch, acts)?;
@@ -113,31 +122,7 @@ fn step(
     model::backward(backend, config, params, grads, batch, acts, &d_sums, &[0.0; SEQUENCES])?;
     phases.policy_backward = start.elapsed();
     let start = Instant::now();
-    let mut grad_list = Vec::new();
-    grads.visit(|g| {
-        grad_list.push(g as *const _);
-        Ok::<_, CpuError>(())
-    })?;
-    let mut index = 0;
-    let hp = AdamWParams::default();
-    let mut moments = Vec::new();
-    exp_avg.visit_mut(|m| {
-        moments.push(m as *mut _);
-        Ok::<_, CpuError>(())
-    })?;
-    let mut second = Vec::new();
-    exp_avg_sq.visit_mut(|v| {
-        second.push(v as *mut _);
-        Ok::<_, CpuError>(())
-    })?;
-    params.visit_mut(|p| {
-        // SAFETY: the four parameter sets are distinct allocations visited in
-        // the same order, so index i names the same tensor in each and no two
-        // pointers alias.
-        let (g, m, v) = unsafe { (&*grad_list[index], &mut *moments[index], &mut *second[index]) };
-        index += 1;
-        backend.adamw_step(p, g, m, v, step_number, 1e-5, &hp)
-    })?;
+    adamw.update(backend, params, grads, 1e-5, &AdamWParams::default())?;
     phases.optimizer = start.elapsed();
     Ok(phases)
 }
@@ -147,7 +132,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values[values.len() / 2]
 }
 
-fn matmul_ceiling(backend: &CpuBackend) -> f64 {
+fn matmul_ceiling(backend: &Cpu) -> f64 {
     let n = 2048;
     let a = backend.upload(&vec![0.5_f32; n * n]).expect("alloc");
     let b = backend.upload(&vec![0.25_f32; n * n]).expect("alloc");
@@ -164,14 +149,23 @@ fn matmul_ceiling(backend: &CpuBackend) -> f64 {
 
 /// GFLOP/s of each matrix-product shape one SmolLM2 layer runs at 1024
 /// tokens, forward (`x·Wᵀ`) and backward (`dy·W`, `dyᵀ·x`).
-fn matmul_shapes(backend: &CpuBackend, config: &LlamaConfig) {
+fn matmul_shapes(backend: &Cpu, config: &LlamaConfig) {
     let t = SEQUENCES * SEQ_LEN;
     let (c, i, q, kv) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
     for (name, d_in, d_out) in [("q/o", c, q), ("k/v", c, kv), ("gate/up", c, i), ("down", i, c)] {
         let specs = [
-            ("fwd x·Wᵀ", MatmulSpec { m: t, k: d_in, n: d_out, transpose_a: false, transpose_b: true, accumulate: false }),
-            ("bwd dy·W", MatmulSpec { m: t, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true }),
-            ("bwd dyᵀ·x", MatmulSpec { m: d_out, k: t, n: d_in, transpose_a: true, transpose_b: false, accumulate: true }),
+            (
+                "fwd x·Wᵀ",
+                MatmulSpec { m: t, k: d_in, n: d_out, transpose_a: false, transpose_b: true, accumulate: false },
+            ),
+            (
+                "bwd dy·W",
+                MatmulSpec { m: t, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true },
+            ),
+            (
+                "bwd dyᵀ·x",
+                MatmulSpec { m: d_out, k: t, n: d_in, transpose_a: true, transpose_b: false, accumulate: true },
+            ),
         ];
         for (what, spec) in specs {
             let a = backend.upload(&vec![0.5_f32; spec.a_len()]).expect("alloc");
@@ -200,24 +194,25 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn run(name: &str, config: LlamaConfig, all_rows: bool, steps: usize) {
-    let backend = CpuBackend::new();
+    let backend = Profiled::new(CpuBackend::new());
     let host_batch = batch(&config, all_rows);
     let device_batch = DeviceBatch::upload(&backend, &host_batch).expect("upload");
     let reference = random_params(&backend, &config, 1);
-    let mut state = (
-        random_params(&backend, &config, 1),
-        LlamaParams::zeros(&backend, &config).expect("alloc"),
-        LlamaParams::zeros(&backend, &config).expect("alloc"),
-        LlamaParams::zeros(&backend, &config).expect("alloc"),
-    );
+    let mut state = State {
+        params: random_params(&backend, &config, 1),
+        grads: LlamaParams::zeros(&backend, &config).expect("alloc"),
+        adamw: AdamWState::new(&backend, &config).expect("alloc"),
+    };
     let mut acts =
         Activations::new(&backend, &config, host_batch.n_tokens(), host_batch.n_rows(), SEQUENCES).expect("alloc");
     let mut all = Vec::new();
-    for step_number in 1..=steps as u64 + 1 {
-        let phases =
-            step(&backend, &config, &mut state, &reference, &mut acts, &device_batch, step_number).expect("step");
-        if step_number > 1 {
-            all.push(phases); // the first step faults in memory: warm-up
+    for step_number in 0..=steps {
+        if step_number == 1 {
+            backend.reset(); // the first step faults in memory: warm-up
+        }
+        let phases = step(&backend, &config, &mut state, &reference, &mut acts, &device_batch).expect("step");
+        if step_number > 0 {
+            all.push(phases);
         }
     }
     let pick = |f: fn(&Phases) -> Duration| median(all.iter().map(f).collect()).as_secs_f64();
@@ -236,16 +231,24 @@ fn run(name: &str, config: LlamaConfig, all_rows: bool, steps: usize) {
         flops / total / 1e9,
         peak_rss_mb(),
     );
+    let report = backend.report();
+    let measured: f64 = report.iter().map(|row| row.1.as_secs_f64()).sum();
+    let line: Vec<String> = report
+        .iter()
+        .filter(|row| row.1.as_secs_f64() / measured >= 0.005)
+        .map(|(op, time, _)| format!("{op} {:.0}%", 100.0 * time.as_secs_f64() / measured))
+        .collect();
+    println!("    time by operation: {}", line.join(", "));
 }
 
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     println!("threads: {}", rayon::current_num_threads());
-    let ceiling = matmul_ceiling(&CpuBackend::new());
+    let ceiling = matmul_ceiling(&Profiled::new(CpuBackend::new()));
     println!("f32 matmul ceiling (2048³, gemm path): {ceiling:.0} GFLOP/s");
-    if wanted("shapes") {
-        matmul_shapes(&CpuBackend::new(), &LlamaConfig::smollm2_135m());
+    if filter.iter().any(|f| f == "shapes") {
+        matmul_shapes(&Profiled::new(CpuBackend::new()), &LlamaConfig::smollm2_135m());
         return;
     }
     if wanted("tiny") {

@@ -54,6 +54,8 @@ pub mod ema;
 pub mod model;
 pub mod objectives;
 pub mod optim;
+#[cfg(feature = "std")]
+pub mod profile;
 pub mod real;
 pub mod replay;
 pub mod rng;

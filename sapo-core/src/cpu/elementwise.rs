@@ -51,15 +51,17 @@ pub fn swiglu_backward<F: CpuFloat>(
         check_len(OP, name, len, dout.len())?;
     }
     let inputs = chunks!(dout, CHUNK).zip(chunks!(gate, CHUNK)).zip(chunks!(up, CHUNK));
-    chunks_mut!(dgate, CHUNK).zip(chunks_mut!(dup, CHUNK)).zip(inputs).for_each(|((dgate, dup), ((dout, gate), up))| {
-        for i in 0..dout.len() {
-            let s = sigmoid(gate[i]);
-            let silu = gate[i] * s;
-            let silu_grad = s * (F::one() + gate[i] * (F::one() - s));
-            dgate[i] = dgate[i] + dout[i] * up[i] * silu_grad;
-            dup[i] = dup[i] + dout[i] * silu;
-        }
-    });
+    chunks_mut!(dgate, CHUNK).zip(chunks_mut!(dup, CHUNK)).zip(inputs).for_each(
+        |((dgate, dup), ((dout, gate), up))| {
+            for i in 0..dout.len() {
+                let s = sigmoid(gate[i]);
+                let silu = gate[i] * s;
+                let silu_grad = s * (F::one() + gate[i] * (F::one() - s));
+                dgate[i] = dgate[i] + dout[i] * up[i] * silu_grad;
+                dup[i] = dup[i] + dout[i] * silu;
+            }
+        },
+    );
     Ok(())
 }
 

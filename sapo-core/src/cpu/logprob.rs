@@ -14,16 +14,43 @@ use super::float::CpuFloat;
 use super::matmul::matmul;
 use crate::backend::MatmulSpec;
 
-/// Rows per block: a block's logits are `BLOCK_ROWS × V` (12 MiB for f32
-/// and SmolLM2's 49 152-token vocabulary at 64 rows).
-pub const BLOCK_ROWS: usize = 64;
+/// Logit elements per block: a block's `rows × V` logits (64 MiB of f32)
+/// are the only vocabulary-sized buffer, reused from block to block.
+pub const BLOCK_ELEMENTS: usize = 1 << 24;
+
+/// Rows per block for a vocabulary of `vocab`: as many as fit
+/// [`BLOCK_ELEMENTS`] (341 for SmolLM2's 49 152 tokens), between 16 and
+/// 4096. Big blocks keep the LM head's products efficient: the weight
+/// gradient `dW += dlogitsᵀ·h` contracts over the block's rows.
+pub fn block_rows(vocab: usize) -> usize {
+    (BLOCK_ELEMENTS / vocab.max(1)).clamp(16, 4096)
+}
 
 /// Scratch a caller keeps between calls so blocks reuse one allocation.
 #[derive(Debug, Default)]
 pub struct LogprobScratch<F> {
+    /// Rows per block; `None` is [`block_rows`] of the vocabulary.
+    block_rows: Option<usize>,
     hidden_rows: Vec<F>,
     logits: Vec<F>,
     dhidden_rows: Vec<F>,
+}
+
+impl<F> LogprobScratch<F> {
+    /// Scratch with a fixed number of rows per block (at least 1), e.g. to
+    /// test block boundaries with a small vocabulary.
+    pub fn with_block_rows(rows: usize) -> Self {
+        LogprobScratch {
+            block_rows: Some(rows.max(1)),
+            hidden_rows: Vec::new(),
+            logits: Vec::new(),
+            dhidden_rows: Vec::new(),
+        }
+    }
+
+    fn rows_per_block(&self, vocab: usize) -> usize {
+        self.block_rows.unwrap_or_else(|| block_rows(vocab))
+    }
 }
 
 fn ensure<F: CpuFloat>(buffer: &mut Vec<F>, len: usize) {
@@ -140,8 +167,9 @@ pub fn token_logprobs_forward<F: CpuFloat>(
         channels,
         vocab,
     )?;
-    for start in (0..rows.len()).step_by(BLOCK_ROWS) {
-        let end = (start + BLOCK_ROWS).min(rows.len());
+    let per_block = scratch.rows_per_block(vocab);
+    for start in (0..rows.len()).step_by(per_block) {
+        let end = (start + per_block).min(rows.len());
         block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
         let block_lse = &mut lse[start..end];
         for_each_row(&mut scratch.logits[..(end - start) * vocab], block_lse, vocab, |row_logits, log_sum| {
@@ -185,8 +213,9 @@ pub fn token_logprobs_backward<F: CpuFloat>(
     )?;
     check_len(OP, "dhidden", dhidden.len(), hidden.len())?;
     check_len(OP, "dlm_head", dlm_head.len(), lm_head.len())?;
-    for start in (0..rows.len()).step_by(BLOCK_ROWS) {
-        let end = (start + BLOCK_ROWS).min(rows.len());
+    let per_block = scratch.rows_per_block(vocab);
+    for start in (0..rows.len()).step_by(per_block) {
+        let end = (start + per_block).min(rows.len());
         let n = end - start;
         block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
         // Logits become dlogits in place.
@@ -221,14 +250,15 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences_across_blocks_and_repeated_rows() {
-        // 70 rows cross a block boundary; some tokens appear in several rows.
+        // 70 rows in blocks of 16 cross four block boundaries; some tokens
+        // appear in several rows.
         let (tokens, channels, vocab) = (9, 5, 11);
         let rows: Vec<u32> = (0..70).map(|i| (i * 7 % tokens) as u32).collect();
         let targets: Vec<u32> = (0..70).map(|i| (i * 5 % vocab) as u32).collect();
         let hidden = random_vec::<f64>(1, tokens * channels);
         let lm_head = random_vec::<f64>(2, vocab * channels);
         let weights = random_vec::<f64>(3, rows.len());
-        let mut scratch = LogprobScratch::default();
+        let mut scratch = LogprobScratch::with_block_rows(16);
         let loss = |h: &[f64], w: &[f64], scratch: &mut LogprobScratch<f64>| {
             let (mut logps, mut lse) = (vec![0.0; rows.len()], vec![0.0; rows.len()]);
             token_logprobs_forward(&mut logps, &mut lse, h, w, &rows, &targets, channels, vocab, scratch)
@@ -251,9 +281,9 @@ mod tests {
             &mut scratch,
         )
         .expect("valid");
-        let mut scratch_h = LogprobScratch::default();
+        let mut scratch_h = LogprobScratch::with_block_rows(16);
         check_gradients("logprob dhidden", &hidden, &dhidden, 1e-6, |h| loss(h, &lm_head, &mut scratch_h).0);
-        let mut scratch_w = LogprobScratch::default();
+        let mut scratch_w = LogprobScratch::with_block_rows(16);
         check_gradients("logprob dlm_head", &lm_head, &dlm_head, 1e-6, |w| loss(&hidden, w, &mut scratch_w).0);
     }
 

@@ -43,7 +43,9 @@ pub mod ops {
     };
     pub use super::elementwise::{add, add_assign, swiglu_backward, swiglu_forward};
     pub use super::embedding::{embedding_backward, embedding_forward};
-    pub use super::logprob::{BLOCK_ROWS, LogprobScratch, token_logprobs_backward, token_logprobs_forward};
+    pub use super::logprob::{
+        BLOCK_ELEMENTS, LogprobScratch, block_rows, token_logprobs_backward, token_logprobs_forward,
+    };
     pub use super::matmul::{add_bias, add_bias_backward, matmul, matmul_reference};
     pub use super::rms_norm::{rms_norm_backward, rms_norm_forward};
     pub use super::rope::{rope_backward, rope_forward};

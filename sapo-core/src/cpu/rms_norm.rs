@@ -56,17 +56,19 @@ pub fn rms_norm_forward<F: CpuFloat>(
         return Ok(());
     }
     let block = ROWS_PER_TASK * cols;
-    chunks_mut!(out, block).zip(chunks_mut!(rstd, ROWS_PER_TASK)).zip(chunks!(inp, block)).for_each(|((out, rstd), inp)| {
-        for ((x, y), r) in inp.chunks_exact(cols).zip(out.chunks_exact_mut(cols)).zip(rstd.iter_mut()) {
-            let mean_square = x.iter().map(|&v| v.widen() * v.widen()).sum::<f64>() / cols as f64;
-            // rsqrt in the working precision, as torch computes it on f32.
-            let inv = (F::from_f64(mean_square) + eps).sqrt().recip();
-            *r = inv;
-            for ((o, &v), &w) in y.iter_mut().zip(x).zip(weight) {
-                *o = w * (v * inv);
+    chunks_mut!(out, block).zip(chunks_mut!(rstd, ROWS_PER_TASK)).zip(chunks!(inp, block)).for_each(
+        |((out, rstd), inp)| {
+            for ((x, y), r) in inp.chunks_exact(cols).zip(out.chunks_exact_mut(cols)).zip(rstd.iter_mut()) {
+                let mean_square = x.iter().map(|&v| v.widen() * v.widen()).sum::<f64>() / cols as f64;
+                // rsqrt in the working precision, as torch computes it on f32.
+                let inv = (F::from_f64(mean_square) + eps).sqrt().recip();
+                *r = inv;
+                for ((o, &v), &w) in y.iter_mut().zip(x).zip(weight) {
+                    *o = w * (v * inv);
+                }
             }
-        }
-    });
+        },
+    );
     Ok(())
 }
 
@@ -101,7 +103,8 @@ pub fn rms_norm_backward<F: CpuFloat>(
     let block = ROWS_PER_TASK * cols;
     // Each task returns its rows' share of dweight (f64); shares are summed
     // in task order, so the result does not depend on the thread schedule.
-    let tasks = chunks_mut!(dinp, block).zip(chunks!(inp, block)).zip(chunks!(dout, block)).zip(chunks!(rstd, ROWS_PER_TASK));
+    let tasks =
+        chunks_mut!(dinp, block).zip(chunks!(inp, block)).zip(chunks!(dout, block)).zip(chunks!(rstd, ROWS_PER_TASK));
     let shares: alloc::vec::Vec<alloc::vec::Vec<f64>> = tasks
         .map(|(((dx_rows, x_rows), g_rows), rstd)| {
             let mut share = alloc::vec![0.0; cols];
