@@ -48,7 +48,7 @@ impl<B: Backend> Profiled<B> {
     /// `(operation, total time, calls)`, slowest first.
     pub fn report(&self) -> Vec<(&'static str, Duration, u64)> {
         let mut rows = self.totals.borrow().clone();
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|row| core::cmp::Reverse(row.1));
         rows
     }
 
