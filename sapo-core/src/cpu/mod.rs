@@ -471,13 +471,13 @@ impl Backend for CpuBackend {
         error::check_len(OP, "exp_avg_sq", exp_avg_sq.0.len(), n)?;
         crate::optim::AdamWStep::new(step, lr, hp)?; // refuse bad hyper-parameters before touching anything
         let chunk = par::CHUNK;
-        let tasks = par::chunks_mut!(params.0.as_mut_slice(), chunk)
-            .zip(par::chunks!(grads.0.as_slice(), chunk))
-            .zip(par::chunks_mut!(exp_avg.0.as_mut_slice(), chunk))
-            .zip(par::chunks_mut!(exp_avg_sq.0.as_mut_slice(), chunk));
         #[allow(unused_imports)]
         use par::prelude::*;
-        tasks.try_for_each(|(((p, g), m), v)| crate::optim::adamw_update(p, g, m, v, step, lr, hp))?;
+        par::chunks_mut!(params.0.as_mut_slice(), chunk)
+            .zip(par::chunks!(grads.0.as_slice(), chunk))
+            .zip(par::chunks_mut!(exp_avg.0.as_mut_slice(), chunk))
+            .zip(par::chunks_mut!(exp_avg_sq.0.as_mut_slice(), chunk))
+            .try_for_each(|(((p, g), m), v)| crate::optim::adamw_update(p, g, m, v, step, lr, hp))?;
         Ok(())
     }
 
