@@ -193,7 +193,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run(name: &str, config: LlamaConfig, all_rows: bool, steps: usize) {
+fn run(name: &str, config: LlamaConfig, all_rows: bool, recompute: bool, steps: usize) {
     let backend = Profiled::new(CpuBackend::new());
     let host_batch = batch(&config, all_rows);
     let device_batch = DeviceBatch::upload(&backend, &host_batch).expect("upload");
@@ -203,8 +203,13 @@ fn run(name: &str, config: LlamaConfig, all_rows: bool, steps: usize) {
         grads: LlamaParams::zeros(&backend, &config).expect("alloc"),
         adamw: AdamWState::new(&backend, &config).expect("alloc"),
     };
-    let mut acts =
-        Activations::new(&backend, &config, host_batch.n_tokens(), host_batch.n_rows(), SEQUENCES).expect("alloc");
+    let (tokens, rows) = (host_batch.n_tokens(), host_batch.n_rows());
+    let mut acts = if recompute {
+        Activations::with_recomputation(&backend, &config, tokens, rows, SEQUENCES).expect("alloc")
+    } else {
+        Activations::new(&backend, &config, tokens, rows, SEQUENCES).expect("alloc")
+    };
+    let name = if recompute { format!("{name} recompute") } else { name.to_string() };
     let mut all = Vec::new();
     for step_number in 0..=steps {
         if step_number == 1 {
@@ -252,11 +257,14 @@ fn main() {
         return;
     }
     if wanted("tiny") {
-        run("tiny (h128, 4 layers)", tiny(), false, 5);
-        run("tiny (h128, 4 layers)", tiny(), true, 5);
+        run("tiny (h128, 4 layers)", tiny(), false, false, 5);
+        run("tiny (h128, 4 layers)", tiny(), true, false, 5);
     }
     if wanted("smollm2") {
-        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, 3);
-        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), true, 3);
+        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, false, 3);
+        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), true, false, 3);
+    }
+    if filter.iter().any(|f| f == "recompute") {
+        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, true, 3);
     }
 }

@@ -230,6 +230,16 @@ pub trait Backend {
         b: &Self::Buf<f32>,
         spec: MatmulSpec,
     ) -> Result<(), Self::Error>;
+    /// `batch` independent products: `a`, `b` and `out` each hold `batch`
+    /// matrices back to back, shaped per `spec`.
+    fn matmul_batched(
+        &self,
+        out: &mut Self::Buf<f32>,
+        a: &Self::Buf<f32>,
+        b: &Self::Buf<f32>,
+        spec: MatmulSpec,
+        batch: usize,
+    ) -> Result<(), Self::Error>;
     /// `out[r, c] += bias[c]`, out `[rows, cols]` (Qwen2's q/k/v biases).
     fn add_bias(
         &self,

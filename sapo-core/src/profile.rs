@@ -116,6 +116,17 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("matmul", || self.inner.matmul(out, a, b, spec))
     }
 
+    fn matmul_batched(
+        &self,
+        out: &mut B::Buf<f32>,
+        a: &B::Buf<f32>,
+        b: &B::Buf<f32>,
+        spec: MatmulSpec,
+        batch: usize,
+    ) -> Result<(), B::Error> {
+        self.time("matmul_batched", || self.inner.matmul_batched(out, a, b, spec, batch))
+    }
+
     fn add_bias(&self, out: &mut B::Buf<f32>, bias: &B::Buf<f32>, rows: usize, cols: usize) -> Result<(), B::Error> {
         self.time("add_bias", || self.inner.add_bias(out, bias, rows, cols))
     }

@@ -17,7 +17,7 @@ use sapo_core::model::{self, Activations, DeviceBatch, LlamaParams, PackedBatch}
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use serde_json::Value;
 
-fn check_model(name: &str) {
+fn check_model(name: &str, recompute: bool) -> Vec<Vec<f32>> {
     let config = config(name);
     config.validate().expect("valid config");
     let golden_bytes = fixture(name, "golden.safetensors");
@@ -40,7 +40,12 @@ fn check_model(name: &str) {
     let views: Vec<(&[u32], &[bool])> = sequences.iter().map(|(t, m)| (t.as_slice(), m.as_slice())).collect();
     let batch = PackedBatch::new(&views, config.vocab_size).expect("valid batch");
     // Capacity above the batch's size: buffers sized for a larger batch serve this one.
-    let mut acts = Activations::new(&backend, &config, batch.n_tokens() + 5, batch.n_rows() + 3, 6).expect("alloc");
+    let (tokens, rows) = (batch.n_tokens() + 5, batch.n_rows() + 3);
+    let mut acts = if recompute {
+        Activations::with_recomputation(&backend, &config, tokens, rows, 6).expect("alloc")
+    } else {
+        Activations::new(&backend, &config, tokens, rows, 6).expect("alloc")
+    };
     let device_batch = DeviceBatch::upload(&backend, &batch).expect("upload");
     let logprobs = model::forward(&backend, &config, &params, &device_batch, &mut acts).expect("forward");
 
@@ -95,20 +100,27 @@ fn check_model(name: &str) {
         assert!(error <= 1e-4, "{name}: gradient of {}: relative error {error:e}", spec.name);
         worst = worst.max(error);
     }
-    println!("{name}: gradients of {} tensors: max relative error {worst:.1e}", specs.len());
+    println!("{name}: gradients of {} tensors: max relative error {worst:.1e} (recompute: {recompute})", specs.len());
+    computed
 }
 
 #[test]
 fn tiny_llama_with_tied_embeddings_matches_transformers() {
-    check_model("tiny-llama");
+    check_model("tiny-llama", false);
 }
 
 #[test]
 fn tiny_llama_with_untied_lm_head_matches_transformers() {
-    check_model("tiny-llama-untied");
+    check_model("tiny-llama-untied", false);
 }
 
 #[test]
 fn tiny_qwen2_with_qkv_biases_matches_transformers() {
-    check_model("tiny-qwen2");
+    check_model("tiny-qwen2", false);
+}
+
+#[test]
+fn activation_recomputation_gives_bit_identical_gradients() {
+    // The same operations in the same order: the same bits.
+    assert_eq!(check_model("tiny-qwen2", true), check_model("tiny-qwen2", false));
 }

@@ -32,6 +32,29 @@ mod sequence;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use test_support::{assert_close, random_vec};
+
+    #[test]
+    fn batched_matmul_is_each_product_in_turn() {
+        let backend = CpuBackend::new();
+        let spec = MatmulSpec { m: 5, k: 7, n: 3, transpose_a: true, transpose_b: false, accumulate: false };
+        let (a, b) = (random_vec::<f32>(1, 4 * spec.a_len()), random_vec::<f32>(2, 4 * spec.b_len()));
+        let mut out = backend.zeros::<f32>(4 * spec.out_len()).expect("alloc");
+        let (a_buf, b_buf) = (backend.upload(&a).expect("upload"), backend.upload(&b).expect("upload"));
+        backend.matmul_batched(&mut out, &a_buf, &b_buf, spec, 4).expect("shapes match");
+        for index in 0..4 {
+            let mut expected = vec![0.0_f32; spec.out_len()];
+            let a = &a[index * spec.a_len()..][..spec.a_len()];
+            ops::matmul_reference(&mut expected, a, &b[index * spec.b_len()..][..spec.b_len()], spec).expect("shapes");
+            assert_close(&out.as_slice()[index * spec.out_len()..][..spec.out_len()], &expected, 1e-6, "batched");
+        }
+    }
+}
+
 pub use error::CpuError;
 pub use float::CpuFloat;
 
@@ -177,6 +200,25 @@ impl Backend for CpuBackend {
         let a = head(OP, "a", a, spec.a_len())?;
         let b = head(OP, "b", b, spec.b_len())?;
         ops::matmul(head_mut(OP, "out", out, spec.out_len())?, a, b, spec)
+    }
+
+    fn matmul_batched(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        a: &CpuBuffer<f32>,
+        b: &CpuBuffer<f32>,
+        spec: MatmulSpec,
+        batch: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "matmul_batched";
+        let a = head(OP, "a", a, batch * spec.a_len())?;
+        let b = head(OP, "b", b, batch * spec.b_len())?;
+        let out = head_mut(OP, "out", out, batch * spec.out_len())?;
+        for index in 0..batch {
+            let (a, b) = (&a[index * spec.a_len()..][..spec.a_len()], &b[index * spec.b_len()..][..spec.b_len()]);
+            ops::matmul(&mut out[index * spec.out_len()..][..spec.out_len()], a, b, spec)?;
+        }
+        Ok(())
     }
 
     fn add_bias(

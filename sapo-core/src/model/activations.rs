@@ -50,8 +50,12 @@ pub struct Activations<B: Backend> {
     pub max_rows: usize,
     /// Sequence capacity.
     pub max_seqs: usize,
-    /// Per-layer saved values.
+    /// Per-layer saved values: one set per layer, or with recomputation a
+    /// single workspace shared by all layers.
     pub layers: Vec<LayerActivations<B>>,
+    /// With recomputation, the residual stream entering each layer `[T, C]`
+    /// (the only per-layer values kept); empty otherwise.
+    pub checkpoints: Vec<B::Buf<f32>>,
     /// The residual stream after the last layer `[T, C]`.
     pub output: B::Buf<f32>,
     /// The final norm's output `[T, C]` and `rstd` `[T]`.
@@ -73,6 +77,8 @@ pub struct Activations<B: Backend> {
 #[derive(Debug)]
 pub(crate) struct Scratch<B: Backend> {
     pub projected: B::Buf<f32>,
+    /// Where a recomputed layer writes its (unneeded) output.
+    pub recompute_sink: B::Buf<f32>,
     pub d_resid: B::Buf<f32>,
     pub d_ln: B::Buf<f32>,
     pub d_q: B::Buf<f32>,
@@ -88,7 +94,8 @@ pub(crate) struct Scratch<B: Backend> {
 }
 
 impl<B: Backend> Activations<B> {
-    /// Allocates every buffer for the given capacities.
+    /// Allocates every buffer for the given capacities, keeping every
+    /// layer's values for the backward pass.
     ///
     /// # Errors
     /// A backend allocation error.
@@ -99,12 +106,46 @@ impl<B: Backend> Activations<B> {
         max_rows: usize,
         max_seqs: usize,
     ) -> Result<Self, B::Error> {
+        Self::allocate(backend, config, max_tokens, max_rows, max_seqs, false)
+    }
+
+    /// Like [`Activations::new`], but with activation recomputation: only
+    /// each layer's input is kept, and the backward pass re-runs each
+    /// layer's forward before its backward. Trades about one extra forward
+    /// pass for memory: `L` sets of layer values become one.
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn with_recomputation(
+        backend: &B,
+        config: &LlamaConfig,
+        max_tokens: usize,
+        max_rows: usize,
+        max_seqs: usize,
+    ) -> Result<Self, B::Error> {
+        Self::allocate(backend, config, max_tokens, max_rows, max_seqs, true)
+    }
+
+    /// Whether the backward pass recomputes layer values.
+    pub fn recomputes(&self) -> bool {
+        !self.checkpoints.is_empty()
+    }
+
+    fn allocate(
+        backend: &B,
+        config: &LlamaConfig,
+        max_tokens: usize,
+        max_rows: usize,
+        max_seqs: usize,
+        recompute: bool,
+    ) -> Result<Self, B::Error> {
         let t = max_tokens;
         let (c, i, q, kv, h) =
             (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim(), config.num_attention_heads);
         let z = |len: usize| backend.zeros::<f32>(len);
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for _ in 0..config.num_hidden_layers {
+        let stored_layers = if recompute { 1 } else { config.num_hidden_layers };
+        let mut layers = Vec::with_capacity(stored_layers);
+        for _ in 0..stored_layers {
             layers.push(LayerActivations {
                 input: z(t * c)?,
                 ln1: z(t * c)?,
@@ -122,8 +163,14 @@ impl<B: Backend> Activations<B> {
                 act: z(t * i)?,
             });
         }
+        let checkpoints = if recompute {
+            (0..config.num_hidden_layers).map(|_| z(t * c)).collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         let scratch = Scratch {
             projected: z(t * c)?,
+            recompute_sink: z(if recompute { t * c } else { 0 })?,
             d_resid: z(t * c)?,
             d_ln: z(t * c)?,
             d_q: z(t * q)?,
@@ -142,6 +189,7 @@ impl<B: Backend> Activations<B> {
             max_rows,
             max_seqs,
             layers,
+            checkpoints,
             output: z(t * c)?,
             normed: z(t * c)?,
             rstd_final: z(t)?,

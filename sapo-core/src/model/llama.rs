@@ -76,16 +76,39 @@ pub fn forward<B: Backend>(
     acts: &mut Activations<B>,
 ) -> Result<SequenceLogprobs, B::Error> {
     let (t, c) = (batch.n_tokens, config.hidden_size);
-    let Activations { layers, output, normed, rstd_final, logps, lm_lse, sums, means, scratch, .. } = acts;
-    // The first layer's input is the embedding; each layer writes the next one's.
-    backend.embedding_forward(&mut layers[0].input, &batch.tokens, &params.embed_tokens, t, c)?;
-    for index in 0..config.num_hidden_layers {
-        let (current, rest) = layers[index..].split_first_mut().expect("index < layers");
-        let next_input = match rest.first_mut() {
-            Some(next) => &mut next.input,
-            None => &mut *output,
-        };
-        layer_forward(backend, config, &params.layers[index], batch, current, next_input, &mut scratch.projected)?;
+    let Activations { layers, checkpoints, output, normed, rstd_final, logps, lm_lse, sums, means, scratch, .. } = acts;
+    let n_layers = config.num_hidden_layers;
+    if checkpoints.is_empty() {
+        // Every layer keeps its values; each writes the next one's input.
+        backend.embedding_forward(&mut layers[0].input, &batch.tokens, &params.embed_tokens, t, c)?;
+        for index in 0..n_layers {
+            let (current, rest) = layers[index..].split_first_mut().expect("index < layers");
+            let next_input = match rest.first_mut() {
+                Some(next) => &mut next.input,
+                None => &mut *output,
+            };
+            layer_forward(backend, config, &params.layers[index], batch, current, next_input, &mut scratch.projected)?;
+        }
+    } else {
+        // One workspace; each layer's input is checkpointed for the backward.
+        backend.embedding_forward(&mut checkpoints[0], &batch.tokens, &params.embed_tokens, t, c)?;
+        for index in 0..n_layers {
+            backend.copy(&mut layers[0].input, &checkpoints[index])?;
+            let next_input = match checkpoints.get_mut(index + 1) {
+                Some(next) => next,
+                None => &mut *output,
+            };
+            let workspace = &mut layers[0];
+            layer_forward(
+                backend,
+                config,
+                &params.layers[index],
+                batch,
+                workspace,
+                next_input,
+                &mut scratch.projected,
+            )?;
+        }
     }
     backend.rms_norm_forward(normed, rstd_final, output, &params.norm, t, c, config.rms_norm_eps)?;
     let (r, s) = (batch.n_rows, batch.n_seqs);
@@ -162,7 +185,7 @@ pub fn backward<B: Backend>(
     d_means: &[f32],
 ) -> Result<(), B::Error> {
     let (t, c, r, s) = (batch.n_tokens, config.hidden_size, batch.n_rows, batch.n_seqs);
-    let Activations { layers, output, normed, rstd_final, lm_lse, scratch, .. } = acts;
+    let Activations { layers, checkpoints, output, normed, rstd_final, lm_lse, scratch, .. } = acts;
     backend.write(&mut scratch.d_sums, d_sums)?;
     backend.write(&mut scratch.d_means, d_means)?;
     if d_sums.len() != s || d_means.len() != s {
@@ -215,15 +238,17 @@ pub fn backward<B: Backend>(
         c,
     )?;
     for index in (0..config.num_hidden_layers).rev() {
-        layer_backward(
-            backend,
-            config,
-            &params.layers[index],
-            &mut grads.layers[index],
-            batch,
-            &layers[index],
-            scratch,
-        )?;
+        let saved = match checkpoints.get(index) {
+            Some(checkpoint) => {
+                // Recompute this layer's values from its checkpointed input.
+                backend.copy(&mut layers[0].input, checkpoint)?;
+                let (sink, projected) = (&mut scratch.recompute_sink, &mut scratch.projected);
+                layer_forward(backend, config, &params.layers[index], batch, &mut layers[0], sink, projected)?;
+                &layers[0]
+            }
+            None => &layers[index],
+        };
+        layer_backward(backend, config, &params.layers[index], &mut grads.layers[index], batch, saved, scratch)?;
     }
     backend.embedding_backward(&mut grads.embed_tokens, &batch.tokens, &scratch.d_resid, t, c)
 }
