@@ -1,0 +1,10 @@
+//! # sapo-host
+//!
+//! Everything of sapo that touches the world: model files (Hugging Face
+//! safetensors layout and GGUF), tokenizers and chat templates, datasets,
+//! and the `sapo` command built on them. The maths lives in `sapo-core`.
+
+pub mod chat_template;
+pub mod data;
+pub mod gguf;
+pub mod tokenizer;
