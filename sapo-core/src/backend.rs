@@ -370,6 +370,39 @@ pub trait Backend {
         heads: HeadDims,
     ) -> Result<(), Self::Error>;
 
+    /// Writes new keys or values `new` `[T, KVH·D]` into a cache of
+    /// `slots × max_len` rows of `KVH·D` (`[slot, position, KVH·D]`): token
+    /// `t` goes to row `(slots[t], positions[t])`. For generation.
+    #[allow(clippy::too_many_arguments)]
+    fn kv_cache_write(
+        &self,
+        cache: &mut Self::Buf<f32>,
+        new: &Self::Buf<f32>,
+        slots: &Self::Buf<u32>,
+        positions: &Self::Buf<u32>,
+        n_tokens: usize,
+        max_len: usize,
+        kv_dim: usize,
+    ) -> Result<(), Self::Error>;
+    /// Attention of `T` query tokens over a key/value cache: token `t` of
+    /// cache slot `slots[t]` at position `positions[t]` attends to that
+    /// slot's cached positions `0..=positions[t]` (so prefill, with many
+    /// tokens per slot, and decode, with one, are the same operation).
+    /// `q`, `out` `[T, H, D]`; caches `[slots, max_len, KVH, D]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_cached(
+        &self,
+        out: &mut Self::Buf<f32>,
+        q: &Self::Buf<f32>,
+        k_cache: &Self::Buf<f32>,
+        v_cache: &Self::Buf<f32>,
+        slots: &Self::Buf<u32>,
+        positions: &Self::Buf<u32>,
+        n_tokens: usize,
+        max_len: usize,
+        heads: HeadDims,
+    ) -> Result<(), Self::Error>;
+
     // --- Elementwise -------------------------------------------------------
 
     /// SwiGLU: `out = silu(gate) ⊙ up`, `silu(x) = x·σ(x)`, `n` elements.

@@ -59,6 +59,7 @@ pub mod profile;
 pub mod real;
 pub mod replay;
 pub mod rng;
+pub mod sampling;
 pub mod segment;
 pub mod sppo;
 

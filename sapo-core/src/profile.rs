@@ -127,6 +127,38 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("matmul_batched", || self.inner.matmul_batched(out, a, b, spec, batch))
     }
 
+    fn kv_cache_write(
+        &self,
+        cache: &mut B::Buf<f32>,
+        new: &B::Buf<f32>,
+        slots: &B::Buf<u32>,
+        positions: &B::Buf<u32>,
+        n_tokens: usize,
+        max_len: usize,
+        kv_dim: usize,
+    ) -> Result<(), B::Error> {
+        self.time("kv_cache_write", || {
+            self.inner.kv_cache_write(cache, new, slots, positions, n_tokens, max_len, kv_dim)
+        })
+    }
+
+    fn attention_cached(
+        &self,
+        out: &mut B::Buf<f32>,
+        q: &B::Buf<f32>,
+        k_cache: &B::Buf<f32>,
+        v_cache: &B::Buf<f32>,
+        slots: &B::Buf<u32>,
+        positions: &B::Buf<u32>,
+        n_tokens: usize,
+        max_len: usize,
+        heads: HeadDims,
+    ) -> Result<(), B::Error> {
+        self.time("attention_cached", || {
+            self.inner.attention_cached(out, q, k_cache, v_cache, slots, positions, n_tokens, max_len, heads)
+        })
+    }
+
     fn add_bias(&self, out: &mut B::Buf<f32>, bias: &B::Buf<f32>, rows: usize, cols: usize) -> Result<(), B::Error> {
         self.time("add_bias", || self.inner.add_bias(out, bias, rows, cols))
     }

@@ -15,7 +15,7 @@ use core::cell::RefCell;
 use crate::backend::{Backend, Element, HeadDims, MatmulSpec};
 use crate::optim::{AdamWParams, RmspropParams};
 
-mod attention;
+pub(crate) mod attention;
 #[cfg(feature = "fast")]
 mod attention_blocked;
 mod elementwise;
@@ -23,6 +23,7 @@ mod embedding;
 mod error;
 mod fast_exp;
 mod float;
+mod kv_cache;
 mod logprob;
 mod matmul;
 mod par;
@@ -66,6 +67,7 @@ pub mod ops {
     };
     pub use super::elementwise::{add, add_assign, swiglu_backward, swiglu_forward};
     pub use super::embedding::{embedding_backward, embedding_forward};
+    pub use super::kv_cache::{attention_cached, kv_cache_write};
     pub use super::logprob::{
         BLOCK_ELEMENTS, LogprobScratch, block_rows, token_logprobs_backward, token_logprobs_forward,
     };
@@ -370,6 +372,40 @@ impl Backend for CpuBackend {
         let (dq, dk) = (head_mut(OP, "dq", dq, query_len)?, head_mut(OP, "dk", dk, kv_len)?);
         let dv = head_mut(OP, "dv", dv, kv_len)?;
         ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, &seq_starts.0, n_tokens, heads)
+    }
+
+    fn kv_cache_write(
+        &self,
+        cache: &mut CpuBuffer<f32>,
+        new: &CpuBuffer<f32>,
+        slots: &CpuBuffer<u32>,
+        positions: &CpuBuffer<u32>,
+        n_tokens: usize,
+        max_len: usize,
+        kv_dim: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "kv_cache_write";
+        let (slots, positions) = (head(OP, "slots", slots, n_tokens)?, head(OP, "positions", positions, n_tokens)?);
+        ops::kv_cache_write(&mut cache.0, head(OP, "new", new, n_tokens * kv_dim)?, slots, positions, max_len, kv_dim)
+    }
+
+    fn attention_cached(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        q: &CpuBuffer<f32>,
+        k_cache: &CpuBuffer<f32>,
+        v_cache: &CpuBuffer<f32>,
+        slots: &CpuBuffer<u32>,
+        positions: &CpuBuffer<u32>,
+        n_tokens: usize,
+        max_len: usize,
+        heads: HeadDims,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "attention_cached";
+        let query_len = n_tokens * heads.n_heads * heads.head_dim;
+        let (slots, positions) = (head(OP, "slots", slots, n_tokens)?, head(OP, "positions", positions, n_tokens)?);
+        let (q, out) = (head(OP, "q", q, query_len)?, head_mut(OP, "out", out, query_len)?);
+        ops::attention_cached(out, q, &k_cache.0, &v_cache.0, slots, positions, max_len, heads)
     }
 
     fn swiglu_forward(

@@ -11,6 +11,7 @@
 mod activations;
 mod batch;
 mod config;
+mod generate;
 mod llama;
 mod optimizer;
 mod params;
@@ -18,6 +19,9 @@ mod params;
 pub use activations::{Activations, LayerActivations};
 pub use batch::{BatchError, DeviceBatch, PackedBatch};
 pub use config::LlamaConfig;
+pub use generate::{
+    DecodeBuffers, GenerateError, GenerationConfig, GenerationError, KvCache, forward_cached, generate,
+};
 pub use llama::{SequenceLogprobs, backward, forward};
 pub use optimizer::{AdamWState, RmspropState, clip_grad_norm, global_grad_norm};
 pub use params::{LayerParams, LlamaParams, TensorSpec, tensor_specs};
