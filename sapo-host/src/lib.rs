@@ -7,4 +7,5 @@
 pub mod chat_template;
 pub mod data;
 pub mod gguf;
+pub mod hf;
 pub mod tokenizer;
