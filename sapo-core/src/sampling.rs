@@ -118,13 +118,18 @@ pub fn filtered_probabilities(logits: &[f32], params: &SamplingParams) -> Result
     }
     // Temperature, in f32 as the warper divides.
     let mut scores: Vec<f32> = logits.iter().map(|&l| l / params.temperature).collect();
+    let descending = |scores: &[f32], a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    // Descending by score; ties by index for determinism.
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     if params.top_k > 0 && params.top_k < scores.len() {
+        // The k-th largest in linear time; everything below it is removed
+        // (ties at the boundary stay, as transformers keeps them).
+        order.select_nth_unstable_by(params.top_k - 1, |a, b| descending(&scores, a, b));
         let threshold = scores[order[params.top_k - 1]];
         scores.iter_mut().filter(|s| **s < threshold).for_each(|s| *s = f32::NEG_INFINITY);
+        order.retain(|&index| scores[index] > f32::NEG_INFINITY);
     }
+    // Descending by score; ties by index for determinism.
+    order.sort_by(|a, b| descending(&scores, a, b));
     let softmax = |scores: &[f32]| -> Vec<f64> {
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let exps: Vec<f64> = scores.iter().map(|&s| libm::exp(s as f64 - max)).collect();

@@ -14,17 +14,37 @@ use super::float::CpuFloat;
 /// laid out `[position, D/2]`.
 fn rotation_table<F: CpuFloat>(max_position: usize, head_dim: usize, theta: f64) -> (Vec<F>, Vec<F>) {
     let half = head_dim / 2;
-    let inv_freq: Vec<F> = (0..half)
-        .map(|i| {
-            let exponent = F::from_f64((2 * i) as f64) / F::from_f64(head_dim as f64);
-            F::one() / F::from_f64(libm::pow(theta, exponent.widen()))
-        })
-        .collect();
+    let inv_freq = inverse_frequencies::<F>(head_dim, theta);
     let mut cos = Vec::with_capacity((max_position + 1) * half);
     let mut sin = Vec::with_capacity((max_position + 1) * half);
     for position in 0..=max_position {
         for &frequency in &inv_freq {
             let angle = (F::from_f64(position as f64) * frequency).widen();
+            cos.push(F::from_f64(libm::cos(angle)));
+            sin.push(F::from_f64(libm::sin(angle)));
+        }
+    }
+    (cos, sin)
+}
+
+/// The frequencies `1/θ^(2i/D)`, formed in the working precision as
+/// transformers forms them in f32.
+fn inverse_frequencies<F: CpuFloat>(head_dim: usize, theta: f64) -> Vec<F> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let exponent = F::from_f64((2 * i) as f64) / F::from_f64(head_dim as f64);
+            F::one() / F::from_f64(libm::pow(theta, exponent.widen()))
+        })
+        .collect()
+}
+
+/// `(cos, sin)` per `(token, i)` for the given positions, `[T, D/2]`.
+fn rotation_rows<F: CpuFloat>(positions: &[u32], head_dim: usize, theta: f64) -> (Vec<F>, Vec<F>) {
+    let inv_freq = inverse_frequencies::<F>(head_dim, theta);
+    let (mut cos, mut sin) = (Vec::with_capacity(positions.len() * inv_freq.len()), Vec::new());
+    for &position in positions {
+        for &frequency in &inv_freq {
+            let angle = (F::from_f64(f64::from(position)) * frequency).widen();
             cos.push(F::from_f64(libm::cos(angle)));
             sin.push(F::from_f64(libm::sin(angle)));
         }
@@ -47,9 +67,17 @@ fn rotate<F: CpuFloat>(
     }
     let half = head_dim / 2;
     let max_position = positions.iter().copied().max().unwrap_or(0) as usize;
-    let (cos, sin) = rotation_table::<F>(max_position, head_dim, theta);
-    for (token_heads, &position) in x.chunks_exact_mut((n_heads * head_dim).max(1)).zip(positions) {
-        let table = position as usize * half;
+    // A table over every position up to the largest, unless there are fewer
+    // tokens than that (decoding): then only the tokens' own positions.
+    let per_token = positions.len() <= max_position;
+    let (cos, sin) = if per_token {
+        rotation_rows::<F>(positions, head_dim, theta)
+    } else {
+        rotation_table::<F>(max_position, head_dim, theta)
+    };
+    for (index, (token_heads, &position)) in x.chunks_exact_mut((n_heads * head_dim).max(1)).zip(positions).enumerate()
+    {
+        let table = if per_token { index * half } else { position as usize * half };
         for head in token_heads.chunks_exact_mut(head_dim.max(1)) {
             let (first, second) = head.split_at_mut(half);
             for i in 0..half {
