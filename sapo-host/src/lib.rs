@@ -8,4 +8,5 @@ pub mod chat_template;
 pub mod data;
 pub mod gguf;
 pub mod hf;
+pub mod model_files;
 pub mod tokenizer;
