@@ -17,8 +17,10 @@ fn filtered_distributions_equal_transformers_warpers() {
             top_k: case["top_k"].as_u64().expect("k") as usize,
             top_p: case["top_p"].as_f64().expect("p") as f32,
         };
-        let logits: Vec<f32> = case["logits"].as_array().expect("logits").iter().map(|v| v.as_f64().expect("f") as f32).collect();
-        let expected: Vec<f64> = case["probabilities"].as_array().expect("p").iter().map(|v| v.as_f64().expect("f")).collect();
+        let logits: Vec<f32> =
+            case["logits"].as_array().expect("logits").iter().map(|v| v.as_f64().expect("f") as f32).collect();
+        let expected: Vec<f64> =
+            case["probabilities"].as_array().expect("p").iter().map(|v| v.as_f64().expect("f")).collect();
         let actual = filtered_probabilities(&logits, &params).expect("valid");
         let worst = actual.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
         for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {

@@ -64,7 +64,8 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print one JSON object per prompt (prompt ids, generated ids, text)
-    /// instead of the text.
+    /// instead of the text. Without it, a single prompt's answer is printed
+    /// as it is generated.
     #[arg(long)]
     json: bool,
 }
@@ -129,10 +130,45 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let mut rngs: Vec<SapoRng> =
         (0..prompts.len()).map(|i| SapoRng::from_seed_and_stream(args.seed, i as u64)).collect();
     let prefixes: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
-    let outputs =
-        model::generate(&backend, config, params, &mut cache, &mut buffers, &prefixes, &generation, &mut rngs)
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+    // One plain-text prompt streams its answer as it is generated: the text
+    // of all tokens so far is decoded and only the new suffix printed, so
+    // characters spanning several tokens appear whole.
+    let stream = !args.json && prompts.len() == 1;
+    let mut streamed_ids: Vec<u32> = Vec::new();
+    let mut printed = String::new();
+    let tokenizer = &loaded.tokenizer;
+    let on_token = |_: usize, token: u32| {
+        if stream {
+            streamed_ids.push(token);
+            if let Ok(text) = tokenizer.decode(&streamed_ids, true)
+                && text.len() > printed.len()
+                && text.starts_with(printed.as_str())
+                && !text.ends_with('\u{fffd}')
+            {
+                print!("{}", &text[printed.len()..]);
+                let _ = std::io::stdout().flush();
+                printed = text;
+            }
+        }
+    };
+    let outputs = model::generate_streaming(
+        &backend,
+        config,
+        params,
+        &mut cache,
+        &mut buffers,
+        &prefixes,
+        &generation,
+        &mut rngs,
+        on_token,
+    )
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
     let mut stdout = std::io::stdout().lock();
+    if stream {
+        let text = tokenizer.decode(&outputs[0], true)?;
+        writeln!(stdout, "{}", text.get(printed.len()..).unwrap_or(""))?;
+        return Ok(());
+    }
     for (prompt, output) in prompts.iter().zip(&outputs) {
         let text = loaded.tokenizer.decode(output, true)?;
         if args.json {

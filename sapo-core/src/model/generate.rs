@@ -321,6 +321,26 @@ pub fn generate<B: Backend>(
     generation: &GenerationConfig,
     rngs: &mut [crate::rng::SapoRng],
 ) -> Result<Vec<Vec<u32>>, GenerationError<B::Error>> {
+    generate_streaming(backend, config, params, cache, buffers, prefixes, generation, rngs, |_, _| {})
+}
+
+/// [`generate`], calling `on_token(sequence, token)` as each token is
+/// chosen (for streaming output).
+///
+/// # Errors
+/// As [`generate`].
+#[allow(clippy::too_many_arguments)]
+pub fn generate_streaming<B: Backend>(
+    backend: &B,
+    config: &LlamaConfig,
+    params: &LlamaParams<B>,
+    cache: &mut KvCache<B>,
+    buffers: &mut DecodeBuffers<B>,
+    prefixes: &[&[u32]],
+    generation: &GenerationConfig,
+    rngs: &mut [crate::rng::SapoRng],
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerationError<B::Error>> {
     if rngs.len() != prefixes.len() {
         return Err(GenerationError::RngCount { prefixes: prefixes.len(), rngs: rngs.len() });
     }
@@ -341,6 +361,7 @@ pub fn generate<B: Backend>(
             let token =
                 crate::sampling::sample_token(&logits[row * vocab..][..vocab], &generation.sampling, &mut rngs[slot])?;
             outputs[slot].push(token);
+            on_token(slot, token);
             next_tokens.push(token);
         }
         let still: Vec<(usize, u32)> = running

@@ -21,6 +21,7 @@ pub use batch::{BatchError, DeviceBatch, PackedBatch};
 pub use config::LlamaConfig;
 pub use generate::{
     DecodeBuffers, GenerateError, GenerationConfig, GenerationError, KvCache, forward_cached, generate,
+    generate_streaming,
 };
 pub use llama::{SequenceLogprobs, backward, forward};
 pub use optimizer::{AdamWState, RmspropState, clip_grad_norm, global_grad_norm};
