@@ -131,3 +131,33 @@ fn bf16_weights_are_widened_exactly() {
     assert_eq!(embed, expected);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sharded_weights_load_like_one_file() {
+    // Split the fixture's tensors over two shards with an index, as
+    // transformers' save_pretrained does for large models.
+    let dir = scratch_copy("tiny-llama-untied", "sharded");
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("read");
+    let file = SafeTensors::deserialize(&bytes).expect("parse");
+    let mut names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, chunk) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let shard_name = format!("model-{:05}-of-00002.safetensors", shard + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+            chunk.iter().map(|name| (name.clone(), file.tensor(name).expect("present"))).collect();
+        std::fs::write(dir.join(&shard_name), safetensors::serialize(views, None).expect("serialize")).expect("write");
+        for name in chunk {
+            weight_map.insert(name.clone(), serde_json::Value::String(shard_name.clone()));
+        }
+    }
+    std::fs::remove_file(dir.join("model.safetensors")).expect("remove");
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).expect("write index");
+    let backend = CpuBackend::new();
+    let config = hf::read_config(&dir).expect("config");
+    let sharded = hf::load_params(&backend, &dir, &config.model).expect("sharded");
+    let single = hf::load_params(&backend, &fixture("tiny-llama-untied"), &config.model).expect("single");
+    assert_eq!(host_tensors(&backend, &sharded), host_tensors(&backend, &single));
+    let _ = std::fs::remove_dir_all(dir);
+}
