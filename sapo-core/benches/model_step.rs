@@ -97,7 +97,7 @@ fn step(
     reference: &LlamaParams<Cpu>,
     acts: &mut Activations<Cpu>,
     batch: &DeviceBatch<Cpu>,
-) -> Result<Phases, CpuError> {
+) -> Result<Phases, Box<dyn std::error::Error>> {
     let State { params, grads, adamw } = state;
     let mut phases = Phases::default();
     let start = Instant::now();

@@ -124,3 +124,21 @@ fn activation_recomputation_gives_bit_identical_gradients() {
     // The same operations in the same order: the same bits.
     assert_eq!(check_model("tiny-qwen2", true), check_model("tiny-qwen2", false));
 }
+
+#[test]
+fn objective_gradients_of_the_wrong_length_are_refused() {
+    let config = config("tiny-llama");
+    let backend = CpuBackend::new();
+    let params = load_params(&backend, "tiny-llama", &config);
+    let tokens: Vec<u32> = (3..12).collect();
+    let mask = vec![true; tokens.len()];
+    let batch =
+        PackedBatch::new(&[(&tokens[..], &mask[..]), (&tokens[..5], &mask[..5])], config.vocab_size).expect("batch");
+    let mut acts = Activations::new(&backend, &config, batch.n_tokens(), batch.n_rows(), 2).expect("alloc");
+    let device_batch = DeviceBatch::upload(&backend, &batch).expect("upload");
+    model::forward(&backend, &config, &params, &device_batch, &mut acts).expect("forward");
+    let mut grads = LlamaParams::zeros(&backend, &config).expect("alloc");
+    let error = model::backward(&backend, &config, &params, &mut grads, &device_batch, &mut acts, &[0.1], &[0.0, 0.0])
+        .expect_err("one entry for two sequences");
+    assert!(matches!(error, model::ModelError::SequenceCount { input: "d_sums", expected: 2, got: 1 }), "{error}");
+}

@@ -7,12 +7,11 @@ use alloc::vec::Vec;
 use super::config::LlamaConfig;
 use crate::backend::Backend;
 
-/// One layer's saved forward values (`T` tokens of capacity).
+/// One layer's saved forward values (`T` tokens of capacity); the layer's
+/// input lives in [`Activations::residual`].
 #[derive(Debug)]
 pub struct LayerActivations<B: Backend> {
-    /// The residual stream entering the layer `[T, C]`.
-    pub input: B::Buf<f32>,
-    /// `input_layernorm` output `[T, C]` and its `rstd` `[T]`.
+    /// `input_layernorm` output `[T, C]`.
     pub ln1: B::Buf<f32>,
     /// Reciprocal RMS of `input` `[T]`.
     pub rstd1: B::Buf<f32>,
@@ -40,6 +39,34 @@ pub struct LayerActivations<B: Backend> {
     pub act: B::Buf<f32>,
 }
 
+impl<B: Backend> LayerActivations<B> {
+    /// Buffers for `max_tokens` tokens.
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn new(backend: &B, config: &LlamaConfig, max_tokens: usize) -> Result<Self, B::Error> {
+        let t = max_tokens;
+        let (c, i, q, kv, h) =
+            (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim(), config.num_attention_heads);
+        let z = |len: usize| backend.zeros::<f32>(len);
+        Ok(LayerActivations {
+            ln1: z(t * c)?,
+            rstd1: z(t)?,
+            q: z(t * q)?,
+            k: z(t * kv)?,
+            v: z(t * kv)?,
+            att: z(t * q)?,
+            lse: z(t * h)?,
+            resid_mid: z(t * c)?,
+            ln2: z(t * c)?,
+            rstd2: z(t)?,
+            gate: z(t * i)?,
+            up: z(t * i)?,
+            act: z(t * i)?,
+        })
+    }
+}
+
 /// Everything a forward and backward pass of a batch needs, sized for at
 /// most `max_tokens` tokens, `max_rows` scored rows and `max_seqs` sequences.
 #[derive(Debug)]
@@ -50,14 +77,12 @@ pub struct Activations<B: Backend> {
     pub max_rows: usize,
     /// Sequence capacity.
     pub max_seqs: usize,
+    /// The residual stream `[T, C]` entering each layer, then after the
+    /// last one (`L + 1` buffers): all recomputation needs to keep.
+    pub residual: Vec<B::Buf<f32>>,
     /// Per-layer saved values: one set per layer, or with recomputation a
     /// single workspace shared by all layers.
     pub layers: Vec<LayerActivations<B>>,
-    /// With recomputation, the residual stream entering each layer `[T, C]`
-    /// (the only per-layer values kept); empty otherwise.
-    pub checkpoints: Vec<B::Buf<f32>>,
-    /// The residual stream after the last layer `[T, C]`.
-    pub output: B::Buf<f32>,
     /// The final norm's output `[T, C]` and `rstd` `[T]`.
     pub normed: B::Buf<f32>,
     /// Reciprocal RMS of `output` `[T]`.
@@ -128,7 +153,7 @@ impl<B: Backend> Activations<B> {
 
     /// Whether the backward pass recomputes layer values.
     pub fn recomputes(&self) -> bool {
-        !self.checkpoints.is_empty()
+        self.layers.len() + 1 < self.residual.len()
     }
 
     fn allocate(
@@ -140,34 +165,12 @@ impl<B: Backend> Activations<B> {
         recompute: bool,
     ) -> Result<Self, B::Error> {
         let t = max_tokens;
-        let (c, i, q, kv, h) =
-            (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim(), config.num_attention_heads);
+        let (c, i, q, kv) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
         let z = |len: usize| backend.zeros::<f32>(len);
         let stored_layers = if recompute { 1 } else { config.num_hidden_layers };
-        let mut layers = Vec::with_capacity(stored_layers);
-        for _ in 0..stored_layers {
-            layers.push(LayerActivations {
-                input: z(t * c)?,
-                ln1: z(t * c)?,
-                rstd1: z(t)?,
-                q: z(t * q)?,
-                k: z(t * kv)?,
-                v: z(t * kv)?,
-                att: z(t * q)?,
-                lse: z(t * h)?,
-                resid_mid: z(t * c)?,
-                ln2: z(t * c)?,
-                rstd2: z(t)?,
-                gate: z(t * i)?,
-                up: z(t * i)?,
-                act: z(t * i)?,
-            });
-        }
-        let checkpoints = if recompute {
-            (0..config.num_hidden_layers).map(|_| z(t * c)).collect::<Result<Vec<_>, _>>()?
-        } else {
-            Vec::new()
-        };
+        let layers =
+            (0..stored_layers).map(|_| LayerActivations::new(backend, config, t)).collect::<Result<Vec<_>, _>>()?;
+        let residual = (0..=config.num_hidden_layers).map(|_| z(t * c)).collect::<Result<Vec<_>, _>>()?;
         let scratch = Scratch {
             projected: z(t * c)?,
             recompute_sink: z(if recompute { t * c } else { 0 })?,
@@ -188,9 +191,8 @@ impl<B: Backend> Activations<B> {
             max_tokens,
             max_rows,
             max_seqs,
+            residual,
             layers,
-            checkpoints,
-            output: z(t * c)?,
             normed: z(t * c)?,
             rstd_final: z(t)?,
             logps: z(max_rows)?,

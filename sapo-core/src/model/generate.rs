@@ -6,9 +6,11 @@
 
 use alloc::vec::Vec;
 
+use super::activations::LayerActivations;
 use super::config::LlamaConfig;
+use super::llama::{Attention, Tokens, layer_forward, linear};
 use super::params::LlamaParams;
-use crate::backend::{Backend, MatmulSpec};
+use crate::backend::Backend;
 
 /// Keys and values of every layer for `slots` sequences of up to `max_len`
 /// tokens each.
@@ -111,16 +113,8 @@ pub struct DecodeBuffers<B: Backend> {
     max_tokens: usize,
     residual: B::Buf<f32>,
     residual_next: B::Buf<f32>,
-    normed: B::Buf<f32>,
-    rstd: B::Buf<f32>,
-    q: B::Buf<f32>,
-    k: B::Buf<f32>,
-    v: B::Buf<f32>,
-    att: B::Buf<f32>,
+    layer: LayerActivations<B>,
     projected: B::Buf<f32>,
-    gate: B::Buf<f32>,
-    up: B::Buf<f32>,
-    act: B::Buf<f32>,
     last_rows: B::Buf<f32>,
     logits: B::Buf<f32>,
 }
@@ -132,42 +126,17 @@ impl<B: Backend> DecodeBuffers<B> {
     /// # Errors
     /// A backend allocation error.
     pub fn new(backend: &B, config: &LlamaConfig, max_tokens: usize, max_entries: usize) -> Result<Self, B::Error> {
-        let t = max_tokens;
-        let (c, i, q, kv) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
-        let z = |len: usize| backend.zeros::<f32>(len);
+        let c = config.hidden_size;
         Ok(DecodeBuffers {
             max_tokens,
-            residual: z(t * c)?,
-            residual_next: z(t * c)?,
-            normed: z(t * c)?,
-            rstd: z(t)?,
-            q: z(t * q)?,
-            k: z(t * kv)?,
-            v: z(t * kv)?,
-            att: z(t * q)?,
-            projected: z(t * c)?,
-            gate: z(t * i)?,
-            up: z(t * i)?,
-            act: z(t * i)?,
-            last_rows: z(max_entries * c)?,
-            logits: z(max_entries * config.vocab_size)?,
+            residual: backend.zeros(max_tokens * c)?,
+            residual_next: backend.zeros(max_tokens * c)?,
+            layer: LayerActivations::new(backend, config, max_tokens)?,
+            projected: backend.zeros(max_tokens * c)?,
+            last_rows: backend.zeros(max_entries * c)?,
+            logits: backend.zeros(max_entries * config.vocab_size)?,
         })
     }
-}
-
-fn linear<B: Backend>(
-    backend: &B,
-    y: &mut B::Buf<f32>,
-    x: &B::Buf<f32>,
-    w: &B::Buf<f32>,
-    (rows, d_in, d_out): (usize, usize, usize),
-) -> Result<(), B::Error> {
-    backend.matmul(
-        y,
-        x,
-        w,
-        MatmulSpec { m: rows, k: d_in, n: d_out, transpose_a: false, transpose_b: true, accumulate: false },
-    )
 }
 
 /// Appends `entries` (`(slot, new tokens)`) to the cache and returns the
@@ -205,63 +174,29 @@ pub fn forward_cached<B: Backend>(
     if t > buffers.max_tokens {
         return Err(GenerateError::TooManyTokens { tokens: t, capacity: buffers.max_tokens });
     }
-    let (c, i, q_dim, kv_dim) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
-    let (h, kvh, d, theta, eps) = (
-        config.num_attention_heads,
-        config.num_key_value_heads,
-        config.head_dim,
-        config.rope_theta,
-        config.rms_norm_eps,
-    );
+    let c = config.hidden_size;
     let ids_buf = backend.upload(&ids).map_err(be)?;
     let slots_buf = backend.upload(&slots).map_err(be)?;
     let positions_buf = backend.upload(&positions).map_err(be)?;
+    let tokens = Tokens { n: t, positions: &positions_buf };
     let b = buffers;
     backend.embedding_forward(&mut b.residual, &ids_buf, &params.embed_tokens, t, c).map_err(be)?;
-    for (layer, weights) in params.layers.iter().enumerate() {
-        backend
-            .rms_norm_forward(&mut b.normed, &mut b.rstd, &b.residual, &weights.input_layernorm, t, c, eps)
+    for ((weights, keys), values) in params.layers.iter().zip(&mut cache.keys).zip(&mut cache.values) {
+        let attention = Attention::Cached { keys, values, slots: &slots_buf, max_len: cache.max_len };
+        let (input, output) = (&b.residual, &mut b.residual_next);
+        layer_forward(backend, config, weights, input, &mut b.layer, output, &mut b.projected, &tokens, attention)
             .map_err(be)?;
-        linear(backend, &mut b.q, &b.normed, &weights.q_proj, (t, c, q_dim)).map_err(be)?;
-        linear(backend, &mut b.k, &b.normed, &weights.k_proj, (t, c, kv_dim)).map_err(be)?;
-        linear(backend, &mut b.v, &b.normed, &weights.v_proj, (t, c, kv_dim)).map_err(be)?;
-        if let Some([q_bias, k_bias, v_bias]) = &weights.qkv_bias {
-            backend.add_bias(&mut b.q, q_bias, t, q_dim).map_err(be)?;
-            backend.add_bias(&mut b.k, k_bias, t, kv_dim).map_err(be)?;
-            backend.add_bias(&mut b.v, v_bias, t, kv_dim).map_err(be)?;
-        }
-        backend.rope_forward(&mut b.q, &positions_buf, t, h, d, theta).map_err(be)?;
-        backend.rope_forward(&mut b.k, &positions_buf, t, kvh, d, theta).map_err(be)?;
-        let max_len = cache.max_len;
-        backend
-            .kv_cache_write(&mut cache.keys[layer], &b.k, &slots_buf, &positions_buf, t, max_len, kv_dim)
-            .map_err(be)?;
-        backend
-            .kv_cache_write(&mut cache.values[layer], &b.v, &slots_buf, &positions_buf, t, max_len, kv_dim)
-            .map_err(be)?;
-        let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
-        backend
-            .attention_cached(&mut b.att, &b.q, keys, values, &slots_buf, &positions_buf, t, max_len, config.heads())
-            .map_err(be)?;
-        linear(backend, &mut b.projected, &b.att, &weights.o_proj, (t, q_dim, c)).map_err(be)?;
-        backend.add(&mut b.residual_next, &b.residual, &b.projected, t * c).map_err(be)?;
-        core::mem::swap(&mut b.residual, &mut b.residual_next);
-        let norm = &weights.post_attention_layernorm;
-        backend.rms_norm_forward(&mut b.normed, &mut b.rstd, &b.residual, norm, t, c, eps).map_err(be)?;
-        linear(backend, &mut b.gate, &b.normed, &weights.gate_proj, (t, c, i)).map_err(be)?;
-        linear(backend, &mut b.up, &b.normed, &weights.up_proj, (t, c, i)).map_err(be)?;
-        backend.swiglu_forward(&mut b.act, &b.gate, &b.up, t * i).map_err(be)?;
-        linear(backend, &mut b.projected, &b.act, &weights.down_proj, (t, i, c)).map_err(be)?;
-        backend.add(&mut b.residual_next, &b.residual, &b.projected, t * c).map_err(be)?;
         core::mem::swap(&mut b.residual, &mut b.residual_next);
     }
-    backend.rms_norm_forward(&mut b.normed, &mut b.rstd, &b.residual, &params.norm, t, c, eps).map_err(be)?;
+    // The final norm reuses the layer workspace's first norm buffers.
+    let (normed, rstd) = (&mut b.layer.ln1, &mut b.layer.rstd1);
+    backend.rms_norm_forward(normed, rstd, &b.residual, &params.norm, t, c, config.rms_norm_eps).map_err(be)?;
     // Gather each entry's last row (the embedding gather works on any table).
     let n = entries.len();
     let last_buf = backend.upload(&last).map_err(be)?;
-    backend.embedding_forward(&mut b.last_rows, &last_buf, &b.normed, n, c).map_err(be)?;
+    backend.embedding_forward(&mut b.last_rows, &last_buf, &b.layer.ln1, n, c).map_err(be)?;
     let vocab = config.vocab_size;
-    linear(backend, &mut b.logits, &b.last_rows, params.lm_head(), (n, c, vocab)).map_err(be)?;
+    linear(backend, &mut b.logits, &b.last_rows, params.lm_head(), n, c, vocab).map_err(be)?;
     for &(slot, tokens) in entries {
         cache.lens[slot] += tokens.len();
     }

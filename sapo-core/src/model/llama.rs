@@ -31,7 +31,7 @@ pub struct SequenceLogprobs {
 }
 
 /// `y[rows, out] = x[rows, in] · w[out, in]ᵀ`.
-fn linear<B: Backend>(
+pub(crate) fn linear<B: Backend>(
     backend: &B,
     y: &mut B::Buf<f32>,
     x: &B::Buf<f32>,
@@ -76,40 +76,29 @@ pub fn forward<B: Backend>(
     acts: &mut Activations<B>,
 ) -> Result<SequenceLogprobs, B::Error> {
     let (t, c) = (batch.n_tokens, config.hidden_size);
-    let Activations { layers, checkpoints, output, normed, rstd_final, logps, lm_lse, sums, means, scratch, .. } = acts;
-    let n_layers = config.num_hidden_layers;
-    if checkpoints.is_empty() {
-        // Every layer keeps its values; each writes the next one's input.
-        backend.embedding_forward(&mut layers[0].input, &batch.tokens, &params.embed_tokens, t, c)?;
-        for index in 0..n_layers {
-            let (current, rest) = layers[index..].split_first_mut().expect("index < layers");
-            let next_input = match rest.first_mut() {
-                Some(next) => &mut next.input,
-                None => &mut *output,
-            };
-            layer_forward(backend, config, &params.layers[index], batch, current, next_input, &mut scratch.projected)?;
-        }
-    } else {
-        // One workspace; each layer's input is checkpointed for the backward.
-        backend.embedding_forward(&mut checkpoints[0], &batch.tokens, &params.embed_tokens, t, c)?;
-        for index in 0..n_layers {
-            backend.copy(&mut layers[0].input, &checkpoints[index])?;
-            let next_input = match checkpoints.get_mut(index + 1) {
-                Some(next) => next,
-                None => &mut *output,
-            };
-            let workspace = &mut layers[0];
-            layer_forward(
-                backend,
-                config,
-                &params.layers[index],
-                batch,
-                workspace,
-                next_input,
-                &mut scratch.projected,
-            )?;
-        }
+    let Activations { residual, layers, normed, rstd_final, logps, lm_lse, sums, means, scratch, .. } = acts;
+    backend.embedding_forward(&mut residual[0], &batch.tokens, &params.embed_tokens, t, c)?;
+    let tokens = Tokens { n: t, positions: &batch.positions };
+    let shared_workspace = layers.len() == 1;
+    for (index, weights) in params.layers.iter().enumerate() {
+        // Layer `index` reads residual[index] and writes residual[index + 1];
+        // with recomputation every layer uses the one workspace.
+        let (done, rest) = residual.split_at_mut(index + 1);
+        let saved = &mut layers[if shared_workspace { 0 } else { index }];
+        let attention = Attention::Packed { seq_starts: &batch.seq_starts };
+        layer_forward(
+            backend,
+            config,
+            weights,
+            &done[index],
+            saved,
+            &mut rest[0],
+            &mut scratch.projected,
+            &tokens,
+            attention,
+        )?;
     }
+    let output = &residual[config.num_hidden_layers];
     backend.rms_norm_forward(normed, rstd_final, output, &params.norm, t, c, config.rms_norm_eps)?;
     let (r, s) = (batch.n_rows, batch.n_seqs);
     backend.token_logprobs_forward(
@@ -131,20 +120,40 @@ pub fn forward<B: Backend>(
     Ok(SequenceLogprobs { sums: sums_host, means: means_host })
 }
 
-fn layer_forward<B: Backend>(
+/// The new tokens a layer runs over: how many, and their positions (RoPE).
+pub(crate) struct Tokens<'a, B: Backend> {
+    pub n: usize,
+    pub positions: &'a B::Buf<u32>,
+}
+
+/// Where a layer's attention finds its keys and values.
+pub(crate) enum Attention<'a, B: Backend> {
+    /// A packed training batch: causal attention inside each sequence.
+    Packed { seq_starts: &'a B::Buf<u32> },
+    /// Generation: the new keys and values join a cache, and each query
+    /// attends over its slot's cached positions.
+    Cached { keys: &'a mut B::Buf<f32>, values: &'a mut B::Buf<f32>, slots: &'a B::Buf<u32>, max_len: usize },
+}
+
+/// One decoder layer from `input` to `output`, keeping its values in `a`.
+/// Training and generation share it; only the attention differs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_forward<B: Backend>(
     backend: &B,
     config: &LlamaConfig,
     weights: &LayerParams<B>,
-    batch: &DeviceBatch<B>,
+    input: &B::Buf<f32>,
     a: &mut LayerActivations<B>,
-    next_input: &mut B::Buf<f32>,
+    output: &mut B::Buf<f32>,
     projected: &mut B::Buf<f32>,
+    tokens: &Tokens<'_, B>,
+    attention: Attention<'_, B>,
 ) -> Result<(), B::Error> {
-    let (t, c, i) = (batch.n_tokens, config.hidden_size, config.intermediate_size);
+    let (t, c, i) = (tokens.n, config.hidden_size, config.intermediate_size);
     let (q_dim, kv_dim, eps) = (config.q_dim(), config.kv_dim(), config.rms_norm_eps);
     let (h, kvh, d, theta) =
         (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta);
-    backend.rms_norm_forward(&mut a.ln1, &mut a.rstd1, &a.input, &weights.input_layernorm, t, c, eps)?;
+    backend.rms_norm_forward(&mut a.ln1, &mut a.rstd1, input, &weights.input_layernorm, t, c, eps)?;
     linear(backend, &mut a.q, &a.ln1, &weights.q_proj, t, c, q_dim)?;
     linear(backend, &mut a.k, &a.ln1, &weights.k_proj, t, c, kv_dim)?;
     linear(backend, &mut a.v, &a.ln1, &weights.v_proj, t, c, kv_dim)?;
@@ -153,17 +162,60 @@ fn layer_forward<B: Backend>(
         backend.add_bias(&mut a.k, k_bias, t, kv_dim)?;
         backend.add_bias(&mut a.v, v_bias, t, kv_dim)?;
     }
-    backend.rope_forward(&mut a.q, &batch.positions, t, h, d, theta)?;
-    backend.rope_forward(&mut a.k, &batch.positions, t, kvh, d, theta)?;
-    backend.attention_forward(&mut a.att, &mut a.lse, &a.q, &a.k, &a.v, &batch.seq_starts, t, config.heads())?;
+    backend.rope_forward(&mut a.q, tokens.positions, t, h, d, theta)?;
+    backend.rope_forward(&mut a.k, tokens.positions, t, kvh, d, theta)?;
+    match attention {
+        Attention::Packed { seq_starts } => {
+            backend.attention_forward(&mut a.att, &mut a.lse, &a.q, &a.k, &a.v, seq_starts, t, config.heads())?
+        }
+        Attention::Cached { keys, values, slots, max_len } => {
+            backend.kv_cache_write(keys, &a.k, slots, tokens.positions, t, max_len, kv_dim)?;
+            backend.kv_cache_write(values, &a.v, slots, tokens.positions, t, max_len, kv_dim)?;
+            backend.attention_cached(
+                &mut a.att,
+                &a.q,
+                keys,
+                values,
+                slots,
+                tokens.positions,
+                t,
+                max_len,
+                config.heads(),
+            )?
+        }
+    }
     linear(backend, projected, &a.att, &weights.o_proj, t, q_dim, c)?;
-    backend.add(&mut a.resid_mid, &a.input, projected, t * c)?;
+    backend.add(&mut a.resid_mid, input, projected, t * c)?;
     backend.rms_norm_forward(&mut a.ln2, &mut a.rstd2, &a.resid_mid, &weights.post_attention_layernorm, t, c, eps)?;
     linear(backend, &mut a.gate, &a.ln2, &weights.gate_proj, t, c, i)?;
     linear(backend, &mut a.up, &a.ln2, &weights.up_proj, t, c, i)?;
     backend.swiglu_forward(&mut a.act, &a.gate, &a.up, t * i)?;
     linear(backend, projected, &a.act, &weights.down_proj, t, i, c)?;
-    backend.add(next_input, &a.resid_mid, projected, t * c)
+    backend.add(output, &a.resid_mid, projected, t * c)
+}
+
+/// Why [`backward`] was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError<E> {
+    /// A backend operation failed.
+    #[error("backend: {0}")]
+    Backend(E),
+    /// The objective's gradients do not have one entry per sequence.
+    #[error("`{input}` has {got} entries but the batch has {expected} sequences")]
+    SequenceCount {
+        /// `d_sums` or `d_means`.
+        input: &'static str,
+        /// Sequences in the batch.
+        expected: usize,
+        /// Entries given.
+        got: usize,
+    },
+}
+
+impl<E> From<E> for ModelError<E> {
+    fn from(error: E) -> Self {
+        ModelError::Backend(error)
+    }
 }
 
 /// Accumulates into `grads` the gradient of a loss whose derivatives with
@@ -171,8 +223,8 @@ fn layer_forward<B: Backend>(
 /// [`forward`] are `d_sums` and `d_means` (from an objective).
 ///
 /// # Errors
-/// A backend error, or a length error if `d_sums`/`d_means` do not have one
-/// entry per sequence.
+/// [`ModelError::SequenceCount`] if `d_sums` or `d_means` does not have one
+/// entry per sequence, or a backend error.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend>(
     backend: &B,
@@ -183,22 +235,16 @@ pub fn backward<B: Backend>(
     acts: &mut Activations<B>,
     d_sums: &[f32],
     d_means: &[f32],
-) -> Result<(), B::Error> {
+) -> Result<(), ModelError<B::Error>> {
     let (t, c, r, s) = (batch.n_tokens, config.hidden_size, batch.n_rows, batch.n_seqs);
-    let Activations { layers, checkpoints, output, normed, rstd_final, lm_lse, scratch, .. } = acts;
+    for (input, values) in [("d_sums", d_sums), ("d_means", d_means)] {
+        if values.len() != s {
+            return Err(ModelError::SequenceCount { input, expected: s, got: values.len() });
+        }
+    }
+    let Activations { residual, layers, normed, rstd_final, lm_lse, scratch, .. } = acts;
     backend.write(&mut scratch.d_sums, d_sums)?;
     backend.write(&mut scratch.d_means, d_means)?;
-    if d_sums.len() != s || d_means.len() != s {
-        // Let the backend's own length check name the problem.
-        backend.sequence_logprobs_backward(
-            &mut scratch.d_logps,
-            &scratch.d_sums,
-            &scratch.d_means,
-            &batch.row_seqs,
-            r,
-            d_sums.len().min(d_means.len()),
-        )?;
-    }
     backend.fill_zero(&mut scratch.d_logps)?;
     backend.sequence_logprobs_backward(
         &mut scratch.d_logps,
@@ -231,36 +277,49 @@ pub fn backward<B: Backend>(
         &mut scratch.d_resid,
         &mut grads.norm,
         &scratch.d_ln,
-        output,
+        &residual[config.num_hidden_layers],
         &params.norm,
         rstd_final,
         t,
         c,
     )?;
-    for index in (0..config.num_hidden_layers).rev() {
-        let saved = match checkpoints.get(index) {
-            Some(checkpoint) => {
-                // Recompute this layer's values from its checkpointed input.
-                backend.copy(&mut layers[0].input, checkpoint)?;
-                let (sink, projected) = (&mut scratch.recompute_sink, &mut scratch.projected);
-                layer_forward(backend, config, &params.layers[index], batch, &mut layers[0], sink, projected)?;
-                &layers[0]
-            }
-            None => &layers[index],
+    let tokens = Tokens { n: t, positions: &batch.positions };
+    let shared_workspace = layers.len() == 1 && config.num_hidden_layers > 1;
+    for (index, weights) in params.layers.iter().enumerate().rev() {
+        let saved = if shared_workspace {
+            // Recompute this layer's values from its kept input.
+            let (sink, projected) = (&mut scratch.recompute_sink, &mut scratch.projected);
+            let attention = Attention::Packed { seq_starts: &batch.seq_starts };
+            layer_forward(
+                backend,
+                config,
+                weights,
+                &residual[index],
+                &mut layers[0],
+                sink,
+                projected,
+                &tokens,
+                attention,
+            )?;
+            &layers[0]
+        } else {
+            &layers[index]
         };
-        layer_backward(backend, config, &params.layers[index], &mut grads.layers[index], batch, saved, scratch)?;
+        layer_backward(backend, config, weights, &mut grads.layers[index], batch, &residual[index], saved, scratch)?;
     }
-    backend.embedding_backward(&mut grads.embed_tokens, &batch.tokens, &scratch.d_resid, t, c)
+    Ok(backend.embedding_backward(&mut grads.embed_tokens, &batch.tokens, &scratch.d_resid, t, c)?)
 }
 
 /// Turns `scratch.d_resid` (gradient at the layer's output) into the
 /// gradient at its input, accumulating the layer's parameter gradients.
+#[allow(clippy::too_many_arguments)]
 fn layer_backward<B: Backend>(
     backend: &B,
     config: &LlamaConfig,
     weights: &LayerParams<B>,
     grads: &mut LayerParams<B>,
     batch: &DeviceBatch<B>,
+    input: &B::Buf<f32>,
     a: &LayerActivations<B>,
     g: &mut super::activations::Scratch<B>,
 ) -> Result<(), B::Error> {
@@ -322,7 +381,7 @@ fn layer_backward<B: Backend>(
         &mut g.d_resid,
         &mut grads.input_layernorm,
         &g.d_ln,
-        &a.input,
+        input,
         &weights.input_layernorm,
         &a.rstd1,
         t,

@@ -23,6 +23,6 @@ pub use generate::{
     DecodeBuffers, GenerateError, GenerationConfig, GenerationError, KvCache, forward_cached, generate,
     generate_streaming,
 };
-pub use llama::{SequenceLogprobs, backward, forward};
+pub use llama::{ModelError, SequenceLogprobs, backward, forward};
 pub use optimizer::{AdamWState, RmspropState, clip_grad_norm, global_grad_norm};
 pub use params::{LayerParams, LlamaParams, TensorSpec, tensor_specs};
