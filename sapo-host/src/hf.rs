@@ -228,7 +228,6 @@ where
             .map_err(|error| HfError::Safetensors { path: dir.to_path_buf(), reason: error.to_string() })?;
         Ok(to_f32(view.dtype(), view.data()))
     })
-    .map_err(|error: HfError| error)
 }
 
 impl From<sapo_core::cpu::CpuError> for HfError {
