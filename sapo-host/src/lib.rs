@@ -9,4 +9,7 @@ pub mod data;
 pub mod gguf;
 pub mod hf;
 pub mod model_files;
+pub mod plot;
+pub mod task;
 pub mod tokenizer;
+pub mod train;

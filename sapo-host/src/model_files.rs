@@ -18,6 +18,9 @@ use crate::{gguf, hf};
 pub struct LoadedModel {
     /// The architecture.
     pub config: LlamaConfig,
+    /// What `hf::save` writes as `config.json` (architecture, model type,
+    /// special ids).
+    pub hf_config: hf::HfConfig,
     /// The weights.
     pub params: LlamaParams<CpuBackend>,
     /// The tokenizer.
@@ -45,15 +48,68 @@ pub fn load(backend: &CpuBackend, path: &Path) -> Result<LoadedModel> {
     }
 }
 
+/// Where a model's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Weights {
+    /// The file's weights.
+    Pretrained,
+    /// Fresh weights for a Hugging Face directory holding `config.json` and
+    /// a tokenizer but no weights (how a model is trained from scratch):
+    /// every matrix Normal(0, `std`) as transformers' `_init_weights`, every
+    /// norm 1, drawn from `seed`.
+    Random {
+        /// Seed of the draw.
+        seed: u64,
+        /// Standard deviation (`initializer_range`, 0.02 in LLaMA configs).
+        std: f64,
+    },
+}
+
+/// [`load`], or a fresh model of the directory's architecture.
+///
+/// # Errors
+/// As [`load`]; random weights need a Hugging Face directory.
+pub fn load_with(backend: &CpuBackend, path: &Path, weights: Weights) -> Result<LoadedModel> {
+    match weights {
+        Weights::Pretrained => load(backend, path),
+        Weights::Random { seed, std } => {
+            if !path.is_dir() {
+                bail!("{}: random initialisation needs a Hugging Face directory with config.json", path.display());
+            }
+            load_hf_with(path, |config| random_params(backend, config, seed, std))
+        }
+    }
+}
+
+fn random_params(backend: &CpuBackend, config: &LlamaConfig, seed: u64, std: f64) -> Result<LlamaParams<CpuBackend>> {
+    let mut rng = sapo_core::rng::SapoRng::from_seed_u64(seed);
+    LlamaParams::from_host(backend, config, |spec| -> Result<Vec<f32>> {
+        Ok(if spec.name.ends_with("norm.weight") {
+            vec![1.0; spec.len()]
+        } else if spec.name.ends_with(".bias") {
+            vec![0.0; spec.len()]
+        } else {
+            (0..spec.len()).map(|_| (rng.standard_normal() * std) as f32).collect()
+        })
+    })
+}
+
 fn load_hf(backend: &CpuBackend, dir: &Path) -> Result<LoadedModel> {
+    load_hf_with(dir, |config| Ok(hf::load_params(backend, dir, config)?))
+}
+
+fn load_hf_with(
+    dir: &Path,
+    params: impl FnOnce(&LlamaConfig) -> Result<LlamaParams<CpuBackend>>,
+) -> Result<LoadedModel> {
     let config = hf::read_config(dir)?;
-    let params = hf::load_params(backend, dir, &config.model)?;
+    let params = params(&config.model)?;
     let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .with_context(|| format!("{}: reading the tokenizer", dir.display()))?;
     let chat_template = ChatTemplate::from_tokenizer(&tokenizer).ok();
     let mut eos_ids = config.eos_token_ids.clone();
     eos_ids.extend(tokenizer.eos_token_id().filter(|id| !config.eos_token_ids.contains(id)));
-    Ok(LoadedModel { config: config.model, params, tokenizer, chat_template, eos_ids })
+    Ok(LoadedModel { config: config.model, hf_config: config, params, tokenizer, chat_template, eos_ids })
 }
 
 fn load_gguf(backend: &CpuBackend, path: &Path) -> Result<LoadedModel> {
@@ -64,6 +120,12 @@ fn load_gguf(backend: &CpuBackend, path: &Path) -> Result<LoadedModel> {
     let tokenizer =
         Tokenizer::from_gguf_parts(&parts).with_context(|| format!("{}: building the tokenizer", path.display()))?;
     let chat_template = ChatTemplate::from_tokenizer(&tokenizer).ok();
-    let eos_ids = tokenizer.eos_token_id().into_iter().collect();
-    Ok(LoadedModel { config, params, tokenizer, chat_template, eos_ids })
+    let eos_ids: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
+    let hf_config = hf::HfConfig {
+        model: config,
+        model_type: "llama".into(),
+        bos_token_id: tokenizer.bos_token_id(),
+        eos_token_ids: eos_ids.clone(),
+    };
+    Ok(LoadedModel { config, hf_config, params, tokenizer, chat_template, eos_ids })
 }

@@ -130,3 +130,66 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
         Err(source) => Err(TokenizerError::Io { path: path.to_path_buf(), source }),
     }
 }
+
+impl Tokenizer {
+    /// Writes the tokenizer as a Hugging Face directory holds it — the files
+    /// [`Tokenizer::from_file`] and transformers read back:
+    /// `tokenizer.json` (the `tokenizers` serialisation, post-processor
+    /// included), `tokenizer_config.json` (the named special tokens and
+    /// `added_tokens_decoder`) and, when there is one, `chat_template.jinja`.
+    /// Each file is written to a temporary name and renamed.
+    ///
+    /// # Errors
+    /// [`TokenizerError::Io`] naming the file, or [`TokenizerError::Build`]
+    /// if the tokenizer cannot be serialised.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TokenizerError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let json = self.inner.to_string(true).map_err(build_error("serialising tokenizer.json"))?;
+        let mut decoder: Vec<(u32, AddedToken)> = self.inner.get_added_tokens_decoder().into_iter().collect();
+        decoder.sort_by_key(|(id, _)| *id);
+        let added: serde_json::Map<String, Value> = decoder
+            .into_iter()
+            .map(|(id, token)| {
+                let entry = serde_json::json!({
+                    "content": token.content,
+                    "lstrip": token.lstrip,
+                    "normalized": token.normalized,
+                    "rstrip": token.rstrip,
+                    "single_word": token.single_word,
+                    "special": token.special,
+                });
+                (id.to_string(), entry)
+            })
+            .collect();
+        let name =
+            |token: &Option<(String, u32)>| token.as_ref().map_or(Value::Null, |(text, _)| Value::from(text.as_str()));
+        let config = serde_json::json!({
+            "added_tokens_decoder": added,
+            "bos_token": name(&self.special.bos),
+            "eos_token": name(&self.special.eos),
+            "pad_token": name(&self.special.pad),
+            "unk_token": name(&self.special.unk),
+            "clean_up_tokenization_spaces": self.clean_up_spaces,
+            "model_max_length": 1_000_000_000_000_000_019_884_624_838_656_u128 as f64,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        let mut config_text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        config_text.push('\n');
+        let files: [(&str, Option<String>); 3] = [
+            ("tokenizer.json", Some(json)),
+            ("tokenizer_config.json", Some(config_text)),
+            ("chat_template.jinja", self.chat_template.clone()),
+        ];
+        for (file, text) in files {
+            if let Some(text) = text {
+                crate::hf::write_atomically(&dir.join(file), text.as_bytes())
+                    .map_err(|error| TokenizerError::BadFile { path: dir.join(file), message: error.to_string() })?;
+            }
+        }
+        Ok(())
+    }
+}

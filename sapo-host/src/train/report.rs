@@ -1,0 +1,212 @@
+//! What the user sees during a run: `metrics.jsonl` (one object per logged
+//! step, TRL's names), a progress bar with rate, ETA and the latest
+//! loss/accuracy, warnings, and the zero-margin diagnostic.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Averages of the metrics of the micro-batches of one optimizer step.
+#[derive(Debug, Default, Clone)]
+pub struct StepMetrics {
+    sums: BTreeMap<String, (f64, u32)>,
+}
+
+impl StepMetrics {
+    /// Adds one observation of `name` (averaged at [`StepMetrics::finish`]).
+    pub fn add(&mut self, name: &str, value: f64) {
+        let entry = self.sums.entry(name.to_string()).or_insert((0.0, 0));
+        entry.0 += value;
+        entry.1 += 1;
+    }
+
+    /// Sets `name` to `value` (not averaged).
+    pub fn set(&mut self, name: &str, value: f64) {
+        self.sums.insert(name.to_string(), (value, 1));
+    }
+
+    /// The mean of each metric.
+    pub fn finish(&self) -> BTreeMap<String, f64> {
+        self.sums.iter().map(|(name, (sum, count))| (name.clone(), sum / f64::from((*count).max(1)))).collect()
+    }
+}
+
+/// The metrics log and the terminal.
+#[derive(Debug)]
+pub struct Reporter {
+    log: BufWriter<File>,
+    bar: ProgressBar,
+    plain: bool,
+    quiet: bool,
+    started: Instant,
+    last_plain: Instant,
+    zero_margin_run: u64,
+    zero_margin_limit: u64,
+    warned_zero_margin: bool,
+}
+
+impl Reporter {
+    /// Opens `metrics.jsonl` in `run_dir` (appending: a resumed run continues
+    /// its log) and a progress bar of `total_steps`.
+    ///
+    /// # Errors
+    /// The log cannot be opened.
+    pub fn new(run_dir: &Path, total_steps: u64, zero_margin_limit: u64, quiet: bool) -> Result<Self> {
+        let path = run_dir.join("metrics.jsonl");
+        let file =
+            File::options().create(true).append(true).open(&path).with_context(|| format!("{}", path.display()))?;
+        let bar = ProgressBar::new(total_steps);
+        let plain = quiet || !console_is_terminal();
+        if plain {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        } else {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{elapsed_precise}] {bar:28.cyan/blue} {pos}/{len} steps · {per_sec} · ETA {eta} · {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+        Ok(Reporter {
+            log: BufWriter::new(file),
+            bar,
+            plain: plain && !quiet,
+            quiet,
+            started: Instant::now(),
+            last_plain: Instant::now(),
+            zero_margin_run: 0,
+            zero_margin_limit,
+            warned_zero_margin: false,
+        })
+    }
+
+    /// Sets the bar's prefix (the phase: `sft`, `sapo`, `spin 2/3`, …).
+    pub fn phase(&self, text: &str) {
+        self.bar.set_prefix(text.to_string());
+    }
+
+    /// Restarts the bar for a phase of `total` steps (SPIN iterations).
+    pub fn reset(&self, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+    }
+
+    /// Writes one metrics line for `step` and updates the bar.
+    ///
+    /// # Errors
+    /// The log cannot be written.
+    pub fn log_step(&mut self, step: u64, metrics: &BTreeMap<String, f64>) -> Result<()> {
+        let mut object = serde_json::Map::new();
+        object.insert("step".into(), step.into());
+        for (name, value) in metrics {
+            let value = if value.is_finite() { serde_json::Value::from(*value) } else { serde_json::Value::Null };
+            object.insert(name.clone(), value);
+        }
+        writeln!(self.log, "{}", serde_json::Value::Object(object))?;
+        self.log.flush()?;
+        let mut message = String::new();
+        if let Some(loss) = metrics.get("loss") {
+            message.push_str(&format!("loss {loss:.4}"));
+        }
+        if let Some(accuracy) = metrics.get("rewards/accuracies") {
+            message.push_str(&format!(" · acc {accuracy:.2}"));
+        }
+        if let Some(margin) = metrics.get("rewards/margins") {
+            message.push_str(&format!(" · margin {margin:.3}"));
+        }
+        self.bar.set_message(message.clone());
+        if self.plain && (self.last_plain.elapsed().as_secs_f64() >= 10.0 || step <= 1) {
+            self.last_plain = Instant::now();
+            eprintln!("step {step}/{} · {message}", self.bar.length().unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Writes a non-step record (`{"event": …}`) to the log.
+    ///
+    /// # Errors
+    /// The log cannot be written.
+    pub fn log_event(&mut self, event: serde_json::Value) -> Result<()> {
+        writeln!(self.log, "{event}")?;
+        self.log.flush()?;
+        Ok(())
+    }
+
+    /// Advances the bar by one optimizer step.
+    pub fn tick(&self) {
+        self.bar.inc(1);
+    }
+
+    /// Prints a line above the bar (and logs it as a warning event).
+    ///
+    /// # Errors
+    /// The log cannot be written.
+    pub fn warn(&mut self, step: u64, text: &str) -> Result<()> {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("sapo: warning: {text}"));
+        }
+        self.log_event(serde_json::json!({"event": "warning", "step": step, "message": text}))
+    }
+
+    /// Prints a line above the bar (not when quiet).
+    pub fn say(&self, text: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("{text}"));
+        }
+    }
+
+    /// Feeds the diagnostic every DPO trainer needs: when every pair's margin
+    /// `z` is exactly 0 for `zero_margin_warn_steps` steps running, the policy
+    /// and reference give identical log-probs — warned once, with the causes.
+    ///
+    /// # Errors
+    /// The log cannot be written.
+    pub fn observe_margins(&mut self, step: u64, margins: &[f64], lr: f64) -> Result<()> {
+        if self.zero_margin_limit == 0 || self.warned_zero_margin || margins.is_empty() {
+            return Ok(());
+        }
+        if margins.iter().all(|&z| z == 0.0) {
+            self.zero_margin_run += 1;
+        } else {
+            self.zero_margin_run = 0;
+        }
+        if self.zero_margin_run >= self.zero_margin_limit {
+            self.warned_zero_margin = true;
+            let cause = if lr == 0.0 {
+                "the learning rate is 0, so the policy never moves from the reference".to_string()
+            } else {
+                "the policy equals the reference: β = 0 or a learning rate too small to change a weight, \
+                 a reference refreshed from the policy every step (ref_update_steps = 1), or a stale \
+                 reference log-prob cache"
+                    .to_string()
+            };
+            let text = format!(
+                "the margin z = (logπ(y_w) − logref(y_w)) − (logπ(y_l) − logref(y_l)) has been exactly 0 for {} steps running (step {step}): {cause}",
+                self.zero_margin_run
+            );
+            self.warn(step, &text)?;
+        }
+        Ok(())
+    }
+
+    /// Seconds since the reporter started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn console_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}

@@ -1,0 +1,871 @@
+//! The training loop: one [`Trainer`] holds all run state (policy, EMA and
+//! reference weights, optimizer moments, replay buffer, RNGs, counters), so
+//! it can be saved whole; the methods differ only in how a step's pairs
+//! are made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use sapo_core::backend::Backend;
+use sapo_core::cpu::CpuBackend;
+use sapo_core::model::{self, AdamWState, LlamaConfig, LlamaParams, RmspropState};
+use sapo_core::objectives::{DpoParams, HingeParams, IpoParams, NllScope, Objective, OrpoParams, SpinParams};
+use sapo_core::optim::{AdamWParams, LrSchedule, RmspropParams, warmup_steps_from_ratio};
+use sapo_core::replay::{ReplayBuffer, SamplingPolicy};
+use sapo_core::rng::SapoRng;
+use sapo_core::sampling::SamplingParams;
+use sapo_core::segment::{self, SegmentConfig};
+
+use super::config::{
+    Init, Method, NllScopeName, OptimizerName, RefUpdate, ReplaySamplingName, SapoObjective, TrainConfig,
+};
+use super::data::{self, PromptChosen, TrainData, cut_pair};
+use super::eval::{self, EvalOutcome, EvalPrompt};
+use super::passes::{self, ModelRef, PairSeqs, ReferenceLogps, ScoredSeq, Workspace};
+use super::report::{Reporter, StepMetrics};
+use super::sampler::Sampler;
+use crate::model_files::{self, LoadedModel, Weights};
+
+/// The optimizer and its state.
+#[derive(Debug)]
+enum Optimizer {
+    AdamW(AdamWState<CpuBackend>, AdamWParams),
+    Rmsprop(RmspropState<CpuBackend>, RmspropParams),
+}
+
+/// A SAPO replay item: the pair, and which dataset example its chosen side
+/// is (its reference log-prob is cached by that index).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayItem {
+    /// Index of the example in the training data.
+    pub example: usize,
+    /// Prompt + chosen and prompt + rejected.
+    pub pair: PairSeqs,
+}
+
+/// Marks an error raised while training (exit code 1) rather than while
+/// reading the inputs (exit code 2); it reads "while training" in messages.
+#[derive(Debug, Clone, Copy)]
+pub struct WhileTraining;
+
+impl std::fmt::Display for WhileTraining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("while training")
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run directory.
+    pub output_dir: PathBuf,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Mean loss over the first and the last tenth of the steps.
+    pub loss_first_last: Option<(f64, f64)>,
+    /// Mean `rewards/accuracies` over the first and the last tenth.
+    pub accuracy_first_last: Option<(f64, f64)>,
+    /// Mean `rewards/margins` over the first and the last tenth.
+    pub margin_first_last: Option<(f64, f64)>,
+    /// Task accuracy before and after training, if evaluated.
+    pub eval_before_after: Option<(f64, f64)>,
+    /// Training tokens per second.
+    pub tokens_per_second: f64,
+}
+
+/// All state of a run.
+#[derive(Debug)]
+pub struct Trainer {
+    cfg: TrainConfig,
+    backend: CpuBackend,
+    model: LoadedModel,
+    grads: LlamaParams<CpuBackend>,
+    optimizer: Optimizer,
+    ema: Option<LlamaParams<CpuBackend>>,
+    reference: Option<LlamaParams<CpuBackend>>,
+    replay: Option<ReplayBuffer<ReplayItem>>,
+    /// Segment cuts and replay draws.
+    rng: SapoRng,
+    /// Generation streams handed out so far (one per generated sequence).
+    sample_stream: u64,
+    /// Optimizer steps taken in the current phase (a SPIN iteration restarts it).
+    phase_step: u64,
+    /// Optimizer steps taken in the whole run.
+    step: u64,
+    ref_cache: HashMap<(usize, u8), f32>,
+    ws: Workspace,
+    sampler: Sampler,
+    history: Vec<BTreeMap<String, f64>>,
+    tokens_seen: u64,
+    train_seconds: f64,
+}
+
+fn objective_for(cfg: &TrainConfig, method: Method) -> Option<Objective> {
+    let orpo = OrpoParams {
+        lambda: cfg.beta,
+        nll_scope: match cfg.nll_scope {
+            NllScopeName::PromptAndResponse => NllScope::PromptAndResponse,
+            NllScopeName::Response => NllScope::Response,
+        },
+    };
+    Some(match method {
+        Method::Sft => return None,
+        Method::Dpo => Objective::Dpo(DpoParams { beta: cfg.beta, label_smoothing: cfg.label_smoothing }),
+        Method::Ipo => Objective::Ipo(IpoParams { beta: cfg.beta }),
+        Method::Hinge => Objective::Hinge(HingeParams { beta: cfg.beta }),
+        Method::Orpo => Objective::Orpo(orpo),
+        Method::Spin => Objective::Spin(SpinParams { beta: cfg.beta }),
+        Method::Sapo => match cfg.objective {
+            SapoObjective::Dpo => Objective::Dpo(DpoParams { beta: cfg.beta, label_smoothing: cfg.label_smoothing }),
+            SapoObjective::Orpo => Objective::Orpo(orpo),
+        },
+    })
+}
+
+fn mean_of_tenths(history: &[BTreeMap<String, f64>], key: &str) -> Option<(f64, f64)> {
+    let values: Vec<f64> = history.iter().filter_map(|m| m.get(key).copied()).filter(|v| v.is_finite()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    let tenth = (values.len() / 10).max(1);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Some((mean(&values[..tenth]), mean(&values[values.len() - tenth..])))
+}
+
+/// A permutation of `0..n` for `epoch` (identity when not shuffling).
+fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut rng = SapoRng::from_seed_and_stream(seed, 0x5eed_0000 + epoch);
+        for i in (1..n).rev() {
+            let j = rng.below(i as u64 + 1).unwrap_or(0) as usize;
+            order.swap(i, j);
+        }
+    }
+    order
+}
+
+/// Which examples each micro-batch of each step takes: `ceil(n / B)`
+/// batches per epoch (the last may be short), `gradient_accumulation_steps`
+/// batches per optimizer step, as transformers' Trainer counts them.
+#[derive(Debug, Clone)]
+struct Schedule {
+    n: usize,
+    batch: usize,
+    accumulation: usize,
+    seed: u64,
+    shuffle: bool,
+    total_steps: u64,
+}
+
+impl Schedule {
+    fn new(cfg: &TrainConfig, n: usize) -> Self {
+        let mut schedule = Schedule {
+            n,
+            batch: cfg.per_device_train_batch_size,
+            accumulation: cfg.gradient_accumulation_steps,
+            seed: cfg.seed,
+            shuffle: cfg.shuffle,
+            total_steps: 0,
+        };
+        schedule.total_steps =
+            if cfg.max_steps > 0 { cfg.max_steps } else { schedule.steps_per_epoch() * cfg.num_train_epochs };
+        schedule
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        ((self.n.div_ceil(self.batch) / self.accumulation).max(1)) as u64
+    }
+
+    /// The micro-batches of step `step` (0-based) and the fractional epoch.
+    fn micro_batches(&self, step: u64) -> (Vec<Vec<usize>>, f64) {
+        let per_epoch = self.steps_per_epoch();
+        let epoch = step / per_epoch;
+        let order = epoch_order(self.n, self.seed, epoch, self.shuffle);
+        let first = (step % per_epoch) as usize * self.accumulation;
+        let batches = (first..first + self.accumulation)
+            .map(|b| order[(b * self.batch).min(self.n)..((b + 1) * self.batch).min(self.n)].to_vec())
+            .filter(|batch| !batch.is_empty())
+            .collect();
+        (batches, (step + 1) as f64 / per_epoch as f64)
+    }
+}
+
+impl Trainer {
+    /// Loads the model and builds the state `cfg` asks for.
+    ///
+    /// # Errors
+    /// A model that cannot be loaded, or an allocation failure.
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
+        let backend = CpuBackend::new();
+        let weights = match cfg.init {
+            Init::Pretrained => Weights::Pretrained,
+            Init::Random => Weights::Random { seed: cfg.seed, std: cfg.initializer_range },
+        };
+        let model = model_files::load_with(&backend, &cfg.model, weights)?;
+        let config = model.config;
+        let grads = LlamaParams::zeros(&backend, &config)?;
+        let optimizer = Self::fresh_optimizer(&backend, &cfg, &config)?;
+        let rng = SapoRng::from_seed_and_stream(cfg.seed, 1);
+        let ws = Workspace::new(cfg.gradient_checkpointing);
+        Ok(Trainer {
+            cfg,
+            backend,
+            model,
+            grads,
+            optimizer,
+            ema: None,
+            reference: None,
+            replay: None,
+            rng,
+            sample_stream: 0,
+            phase_step: 0,
+            step: 0,
+            ref_cache: HashMap::new(),
+            ws,
+            sampler: Sampler::default(),
+            history: Vec::new(),
+            tokens_seen: 0,
+            train_seconds: 0.0,
+        })
+    }
+
+    fn fresh_optimizer(backend: &CpuBackend, cfg: &TrainConfig, config: &LlamaConfig) -> Result<Optimizer> {
+        Ok(match cfg.optimizer {
+            OptimizerName::Adamw => Optimizer::AdamW(
+                AdamWState::new(backend, config)?,
+                AdamWParams {
+                    beta1: cfg.adam_beta1,
+                    beta2: cfg.adam_beta2,
+                    eps: cfg.adam_epsilon,
+                    weight_decay: cfg.weight_decay,
+                },
+            ),
+            OptimizerName::Rmsprop => Optimizer::Rmsprop(
+                RmspropState::new(backend, config)?,
+                RmspropParams {
+                    alpha: cfg.rmsprop_alpha,
+                    eps: cfg.rmsprop_epsilon,
+                    weight_decay: cfg.weight_decay,
+                    momentum: 0.0,
+                    centered: false,
+                },
+            ),
+        })
+    }
+
+    /// The end-of-sequence id responses end with and segments stop on.
+    fn eos_id(&self) -> Result<u32> {
+        self.model.eos_ids.first().copied().ok_or_else(|| anyhow!("the model has no end-of-sequence token"))
+    }
+
+    /// Runs the configured method to the end: evaluation before, training,
+    /// evaluation after, the final model, plots and a summary.
+    ///
+    /// # Errors
+    /// Bad data, a non-finite loss or gradient (with the step), an I/O error.
+    pub fn run(mut self, quiet: bool) -> Result<RunSummary> {
+        let cfg = self.cfg.clone();
+        std::fs::create_dir_all(&cfg.output_dir).with_context(|| format!("{}", cfg.output_dir.display()))?;
+        crate::hf::write_atomically(&cfg.output_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        let template = self.model.chat_template.clone();
+        let train_data = data::load(&cfg, &cfg.data, &self.model.tokenizer, template.as_ref())?;
+        let eval_prompts = if cfg.eval_data.as_os_str().is_empty() {
+            None
+        } else {
+            Some(eval::read_prompts(&cfg.eval_data, &self.model.tokenizer, template.as_ref())?)
+        };
+        let spin_iterations = if cfg.method == Method::Spin { cfg.spin_iterations } else { 1 };
+        let total_estimate = Schedule::new(&cfg, train_data.len()).total_steps * spin_iterations;
+        let reporter = Reporter::new(&cfg.output_dir, total_estimate, cfg.zero_margin_warn_steps, quiet)?;
+        reporter.phase(cfg.method.name());
+        reporter.say(&format!(
+            "sapo train: {} on {} ({} examples, {} parameters), {} steps → {}",
+            cfg.method.name(),
+            cfg.model.display(),
+            train_data.len(),
+            self.model.config.parameter_count(),
+            total_estimate,
+            cfg.output_dir.display()
+        ));
+
+        self.train_phase(&cfg, train_data, eval_prompts, reporter).context(WhileTraining)
+    }
+
+    fn train_phase(
+        &mut self,
+        cfg: &TrainConfig,
+        train_data: TrainData,
+        eval_prompts: Option<Vec<EvalPrompt>>,
+        mut reporter: Reporter,
+    ) -> Result<RunSummary> {
+        let before = match &eval_prompts {
+            Some(prompts) => Some(self.evaluate(prompts, &mut reporter, "before")?),
+            None => None,
+        };
+        let started = Instant::now();
+        match train_data {
+            TrainData::Sft(sequences) => self.train_sft(&sequences, &mut reporter)?,
+            TrainData::Pairs(pairs) => self.train_offline(&pairs, &mut reporter)?,
+            TrainData::PromptChosen(examples) if cfg.method == Method::Sapo => {
+                self.train_sapo(&examples, &mut reporter)?
+            }
+            TrainData::PromptChosen(examples) => self.train_spin(&examples, &mut reporter)?,
+        }
+        self.train_seconds = started.elapsed().as_secs_f64();
+        reporter.finish();
+        let after = match &eval_prompts {
+            Some(prompts) => Some(self.evaluate(prompts, &mut reporter, "after")?),
+            None => None,
+        };
+
+        let final_dir = cfg.output_dir.join("final");
+        self.save_model(&final_dir)?;
+        let plots = crate::plot::read_metrics(&cfg.output_dir.join("metrics.jsonl"))
+            .and_then(|rows| crate::plot::plot_training_curves(&rows, &cfg.output_dir.join("plots")));
+        if let Err(error) = plots {
+            reporter.warn(self.step, &format!("drawing the training curves: {error}"))?;
+        }
+        let summary = RunSummary {
+            output_dir: cfg.output_dir.clone(),
+            steps: self.step,
+            seconds: reporter.elapsed(),
+            loss_first_last: mean_of_tenths(&self.history, "loss"),
+            accuracy_first_last: mean_of_tenths(&self.history, "rewards/accuracies"),
+            margin_first_last: mean_of_tenths(&self.history, "rewards/margins"),
+            eval_before_after: before.zip(after).map(|(b, a)| (b.summary.accuracy, a.summary.accuracy)),
+            tokens_per_second: self.tokens_seen as f64 / self.train_seconds.max(1e-9),
+        };
+        reporter.log_event(serde_json::json!({
+            "event": "summary",
+            "steps": summary.steps,
+            "seconds": summary.seconds,
+            "tokens_per_second": summary.tokens_per_second,
+            "eval_accuracy_before": summary.eval_before_after.map(|p| p.0),
+            "eval_accuracy_after": summary.eval_before_after.map(|p| p.1),
+        }))?;
+        Ok(summary)
+    }
+
+    /// Saves the policy in Hugging Face layout with its tokenizer and chat template.
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub fn save_model(&self, dir: &Path) -> Result<()> {
+        crate::hf::save(&self.backend, dir, &self.model.hf_config, &self.model.params)?;
+        self.model.tokenizer.save_pretrained(dir)?;
+        Ok(())
+    }
+
+    fn evaluate(&mut self, prompts: &[EvalPrompt], reporter: &mut Reporter, when: &str) -> Result<EvalOutcome> {
+        let outcome = eval::evaluate(
+            &self.backend,
+            &self.model.config,
+            &self.model.params,
+            &self.model.tokenizer,
+            &self.model.eos_ids,
+            prompts,
+            self.cfg.eval_max_new_tokens,
+            &mut self.sampler,
+        )?;
+        let per_kind: serde_json::Map<String, serde_json::Value> = outcome
+            .summary
+            .per_kind
+            .iter()
+            .map(|(kind, s)| (kind.name().to_string(), serde_json::json!(s.correct as f64 / s.n.max(1) as f64)))
+            .collect();
+        reporter.say(&format!(
+            "task accuracy {when} training: {:.1}% of {} held-out prompts (mean score {:.3})",
+            100.0 * outcome.summary.accuracy,
+            outcome.summary.n,
+            outcome.summary.mean_score
+        ));
+        reporter.log_event(serde_json::json!({
+            "event": "eval",
+            "when": when,
+            "step": self.step,
+            "eval/accuracy": outcome.summary.accuracy,
+            "eval/mean_score": outcome.summary.mean_score,
+            "eval/mean_length": outcome.mean_length,
+            "eval/per_kind_accuracy": per_kind,
+        }))?;
+        Ok(outcome)
+    }
+
+    fn lr_schedule(&self, total_steps: u64) -> Result<LrSchedule> {
+        let warmup_steps = if self.cfg.warmup_steps > 0 {
+            self.cfg.warmup_steps
+        } else {
+            warmup_steps_from_ratio(self.cfg.warmup_ratio, total_steps).map_err(|e| anyhow!("warmup_ratio: {e}"))?
+        };
+        Ok(LrSchedule { kind: self.cfg.lr_scheduler_type, warmup_steps, total_steps })
+    }
+
+    /// Clipping, the optimizer update and the step's bookkeeping; gradients
+    /// are zeroed for the next step. Returns `(grad_norm, lr)`.
+    fn optimizer_step(&mut self, schedule: &LrSchedule) -> Result<(f64, f64)> {
+        let norm = if self.cfg.max_grad_norm > 0.0 {
+            model::clip_grad_norm(&self.backend, &mut self.grads, self.cfg.max_grad_norm)?
+        } else {
+            model::global_grad_norm(&self.backend, &self.grads)?
+        };
+        if !norm.is_finite() {
+            bail!("step {}: the gradient norm is {norm}; stopping before the weights are touched", self.step + 1);
+        }
+        let lr = schedule.learning_rate(self.cfg.learning_rate, self.phase_step);
+        match &mut self.optimizer {
+            Optimizer::AdamW(state, hp) => state.update(&self.backend, &mut self.model.params, &self.grads, lr, hp)?,
+            Optimizer::Rmsprop(state, hp) => {
+                state.update(&self.backend, &mut self.model.params, &self.grads, lr, hp)?
+            }
+        }
+        self.grads.visit_mut(|g| self.backend.fill_zero(g))?;
+        self.phase_step += 1;
+        self.step += 1;
+        Ok((norm, lr))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_step(
+        &mut self,
+        reporter: &mut Reporter,
+        mut metrics: StepMetrics,
+        norm: f64,
+        lr: f64,
+        epoch: f64,
+        tokens: usize,
+        started: Instant,
+    ) -> Result<()> {
+        let seconds = started.elapsed().as_secs_f64();
+        metrics.set("grad_norm", norm);
+        metrics.set("learning_rate", lr);
+        metrics.set("epoch", epoch);
+        metrics.set("tokens_per_second", tokens as f64 / seconds.max(1e-9));
+        metrics.set("step_seconds", seconds);
+        let values = metrics.finish();
+        if let Some(loss) = values.get("loss")
+            && !loss.is_finite()
+        {
+            bail!("step {}: the loss is {loss}; stopping (lower the learning rate or check the data)", self.step);
+        }
+        self.tokens_seen += tokens as u64;
+        if self.step % self.cfg.logging_steps == 0 || self.step == 1 {
+            reporter.log_step(self.step, &values)?;
+        }
+        reporter.tick();
+        self.history.push(values);
+        Ok(())
+    }
+
+    fn train_sft(&mut self, sequences: &[ScoredSeq], reporter: &mut Reporter) -> Result<()> {
+        let plan = Schedule::new(&self.cfg, sequences.len());
+        let schedule = self.lr_schedule(plan.total_steps)?;
+        while self.phase_step < plan.total_steps {
+            let started = Instant::now();
+            let (batches, epoch) = plan.micro_batches(self.phase_step);
+            let batches: Vec<Vec<ScoredSeq>> =
+                batches.iter().map(|b| b.iter().map(|&i| sequences[i].clone()).collect()).collect();
+            let scored = |s: &ScoredSeq| s.tokens.len() - s.prompt_len.max(1);
+            let window: usize = batches.iter().flatten().map(scored).sum();
+            let (mut loss, mut tokens) = (0.0, 0);
+            for batch in &batches {
+                let out = passes::sft_step(
+                    ModelRef { backend: &self.backend, config: &self.model.config },
+                    &self.model.params,
+                    &mut self.grads,
+                    &mut self.ws,
+                    batch,
+                    window,
+                )
+                .with_context(|| format!("step {}", self.step + 1))?;
+                loss += out.loss_part;
+                tokens += out.tokens;
+            }
+            let mut metrics = StepMetrics::default();
+            metrics.set("loss", loss);
+            metrics.set("num_tokens", window as f64);
+            if !loss.is_finite() {
+                bail!("step {}: the loss is {loss}; stopping", self.step + 1);
+            }
+            let (norm, lr) = self.optimizer_step(&schedule)?;
+            self.finish_step(reporter, metrics, norm, lr, epoch, tokens, started)?;
+        }
+        Ok(())
+    }
+
+    /// Reference log-probs of the sequences, in the order given.
+    fn reference_scores(&mut self, sequences: &[ScoredSeq]) -> Result<Vec<f32>> {
+        let m = ModelRef { backend: &self.backend, config: &self.model.config };
+        let reference = self.reference.as_ref().unwrap_or(&self.model.params);
+        passes::score(m, reference, &mut self.ws, sequences)
+    }
+
+    fn train_offline(&mut self, pairs: &[PairSeqs], reporter: &mut Reporter) -> Result<()> {
+        let objective = objective_for(&self.cfg, self.cfg.method).expect("pair method");
+        // Reference log-probs once, before any update (the policy is the
+        // reference then): TRL's precompute_ref_log_probs.
+        if objective.needs_reference() {
+            self.precompute_reference(pairs, reporter)?;
+        }
+        self.train_pairs_from(pairs, &objective, reporter)
+    }
+
+    fn precompute_reference(&mut self, pairs: &[PairSeqs], reporter: &Reporter) -> Result<()> {
+        reporter.say(&format!("computing reference log-probs of {} pairs once", pairs.len()));
+        self.ref_cache.clear();
+        let batch = self.cfg.per_device_train_batch_size.max(1);
+        for (chunk_index, chunk) in pairs.chunks(batch).enumerate() {
+            let sequences: Vec<ScoredSeq> = chunk
+                .iter()
+                .flat_map(|p| {
+                    [
+                        ScoredSeq { prompt_len: p.prompt_len, tokens: p.chosen.clone() },
+                        ScoredSeq { prompt_len: p.prompt_len, tokens: p.rejected.clone() },
+                    ]
+                })
+                .collect();
+            let sums = self.reference_scores(&sequences)?;
+            for (offset, pair_sums) in sums.chunks(2).enumerate() {
+                let index = chunk_index * batch + offset;
+                self.ref_cache.insert((index, 0), pair_sums[0]);
+                self.ref_cache.insert((index, 1), pair_sums[1]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Trains on fixed pairs whose reference log-probs are in the cache
+    /// (offline methods and a SPIN iteration).
+    fn train_pairs_from(&mut self, pairs: &[PairSeqs], objective: &Objective, reporter: &mut Reporter) -> Result<()> {
+        let plan = Schedule::new(&self.cfg, pairs.len());
+        let schedule = self.lr_schedule(plan.total_steps)?;
+        let scale = 1.0 / self.cfg.gradient_accumulation_steps as f64;
+        while self.phase_step < plan.total_steps {
+            let started = Instant::now();
+            let (batches, epoch) = plan.micro_batches(self.phase_step);
+            let mut metrics = StepMetrics::default();
+            let (mut tokens, mut margins) = (0, Vec::new());
+            for batch in &batches {
+                let selected: Vec<&PairSeqs> = batch.iter().map(|&i| &pairs[i]).collect();
+                let reference = objective.needs_reference().then(|| ReferenceLogps {
+                    chosen: batch.iter().map(|&i| self.ref_cache[&(i, 0)]).collect(),
+                    rejected: batch.iter().map(|&i| self.ref_cache[&(i, 1)]).collect(),
+                });
+                let out = passes::pair_step(
+                    ModelRef { backend: &self.backend, config: &self.model.config },
+                    &self.model.params,
+                    &mut self.grads,
+                    &mut self.ws,
+                    &selected,
+                    reference.as_ref(),
+                    objective,
+                    scale,
+                )
+                .with_context(|| format!("step {}", self.step + 1))?;
+                metrics.add("loss", out.loss);
+                for (name, value) in &out.metrics {
+                    metrics.add(name, *value);
+                }
+                tokens += out.tokens;
+                margins.extend(out.margins);
+            }
+            let (norm, lr) = self.optimizer_step(&schedule)?;
+            if objective.needs_reference() {
+                reporter.observe_margins(self.step, &margins, lr)?;
+            }
+            self.finish_step(reporter, metrics, norm, lr, epoch, tokens, started)?;
+        }
+        Ok(())
+    }
+
+    fn segment_config(&self) -> SegmentConfig {
+        SegmentConfig {
+            segment_len: (self.cfg.segment_len > 0).then_some(self.cfg.segment_len),
+            max_length: self.cfg.max_length,
+            max_prompt_length: self.cfg.max_prompt_length,
+        }
+    }
+
+    fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            greedy: false,
+            temperature: self.cfg.temperature,
+            top_k: self.cfg.top_k,
+            top_p: self.cfg.top_p,
+        }
+    }
+
+    fn next_rngs(&mut self, n: usize) -> Vec<SapoRng> {
+        let rngs = (0..n)
+            .map(|i| SapoRng::from_seed_and_stream(self.cfg.seed, 0x1_0000_0000 + self.sample_stream + i as u64))
+            .collect();
+        self.sample_stream += n as u64;
+        rngs
+    }
+
+    /// SAPO step 2: segment regeneration by the EMA model for `indices`;
+    /// returns the items and their mean generated length.
+    fn build_rejected(&mut self, examples: &[PromptChosen], indices: &[usize]) -> Result<(Vec<ReplayItem>, f64)> {
+        let segment_config = self.segment_config();
+        let eos = self.eos_id()?;
+        let mut plans = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let example = &examples[i];
+            let plan = segment::plan(example.prompt.len(), example.chosen.len(), &segment_config, &mut self.rng)
+                .with_context(|| format!("example {i}"))?;
+            plans.push(plan);
+        }
+        let prefixes: Vec<Vec<u32>> = indices
+            .iter()
+            .zip(&plans)
+            .map(|(&i, plan)| plan.prefix(&examples[i].prompt, &examples[i].chosen))
+            .collect::<Result<_, _>>()?;
+        let mut items = Vec::with_capacity(indices.len());
+        let mut generated_total = 0;
+        let chunk = self.cfg.per_device_train_batch_size.max(1);
+        let sampling = self.sampling();
+        for start in (0..indices.len()).step_by(chunk) {
+            let end = (start + chunk).min(indices.len());
+            let views: Vec<&[u32]> = prefixes[start..end].iter().map(Vec::as_slice).collect();
+            let window = plans[start..end].iter().map(|p| p.window).max().unwrap_or(0);
+            let mut rngs = self.next_rngs(end - start);
+            let ema = self.ema.as_ref().ok_or_else(|| anyhow!("SAPO needs its EMA model"))?;
+            let outputs = self.sampler.generate(
+                &self.backend,
+                &self.model.config,
+                ema,
+                &views,
+                window,
+                &self.model.eos_ids,
+                sampling,
+                &mut rngs,
+            )?;
+            for (offset, mut generated) in outputs.into_iter().enumerate() {
+                let (index, plan) = (indices[start + offset], &plans[start + offset]);
+                generated.truncate(plan.window);
+                // Any stop id ends the segment; assemble looks for the EOS id.
+                if let Some(position) = generated.iter().position(|t| self.model.eos_ids.contains(t)) {
+                    generated.truncate(position + 1);
+                    generated[position] = eos;
+                }
+                generated_total += generated.len();
+                let example = &examples[index];
+                let pair = segment::assemble(&example.prompt, &example.chosen, plan, &generated, eos)?;
+                items.push(ReplayItem {
+                    example: index,
+                    pair: PairSeqs { prompt_len: pair.prompt_len, chosen: pair.chosen, rejected: pair.rejected },
+                });
+            }
+        }
+        Ok((items, generated_total as f64 / indices.len().max(1) as f64))
+    }
+
+    fn train_sapo(&mut self, examples: &[PromptChosen], reporter: &mut Reporter) -> Result<()> {
+        let objective = objective_for(&self.cfg, Method::Sapo).expect("sapo objective");
+        let (backend, config) = (&self.backend, &self.model.config);
+        self.ema = Some(passes::clone_params(backend, config, &self.model.params)?);
+        if objective.needs_reference() {
+            self.reference = Some(passes::clone_params(backend, config, &self.model.params)?);
+        }
+        self.replay = Some(ReplayBuffer::new(self.cfg.replay_capacity).map_err(|e| anyhow!("{e}"))?);
+        let policy = match self.cfg.replay_sampling {
+            ReplaySamplingName::LeastDrawn => SamplingPolicy::LeastDrawn,
+            ReplaySamplingName::Uniform => SamplingPolicy::Uniform,
+        };
+        let plan = Schedule::new(&self.cfg, examples.len());
+        let schedule = self.lr_schedule(plan.total_steps)?;
+        let scale = 1.0 / self.cfg.gradient_accumulation_steps as f64;
+        let batch_size = self.cfg.per_device_train_batch_size;
+        while self.phase_step < plan.total_steps {
+            let started = Instant::now();
+            let t = self.phase_step;
+            let mut metrics = StepMetrics::default();
+            // 4 (due at the start of step t, a no-op at t = 0). Reference refresh.
+            if objective.needs_reference()
+                && self.cfg.ref_update != RefUpdate::Fixed
+                && t % self.cfg.ref_update_steps == 0
+                && t > 0
+            {
+                let source = match self.cfg.ref_update {
+                    RefUpdate::Ema => self.ema.as_ref().expect("ema"),
+                    _ => &self.model.params,
+                };
+                let reference = self.reference.as_mut().expect("reference");
+                passes::copy_params(&self.backend, reference, source)?;
+                self.ref_cache.clear();
+                reporter.log_event(serde_json::json!({"event": "reference_refresh", "step": t, "source": format!("{:?}", self.cfg.ref_update).to_lowercase()}))?;
+            }
+            // 1. EMA update, before sampling.
+            let ema = self.ema.as_mut().expect("ema");
+            for (e, p) in ema.tensors_mut().into_iter().zip(self.model.params.tensors()) {
+                self.backend.ema_update(e, p, self.cfg.ema_decay)?;
+            }
+            // 2. Sample every n steps: segments for this step's examples.
+            let (batches, epoch) = plan.micro_batches(t);
+            if t % self.cfg.sample_every == 0 {
+                let indices: Vec<usize> = batches.iter().flatten().copied().collect();
+                let sample_started = Instant::now();
+                let (items, mean_length) = self.build_rejected(examples, &indices)?;
+                let replay = self.replay.as_mut().expect("replay");
+                for item in items {
+                    replay.push(item);
+                }
+                metrics.set("samples/mean_length", mean_length);
+                metrics.set("time/sampling", sample_started.elapsed().as_secs_f64());
+            }
+            // 3. Train on draws from the buffer.
+            let (mut tokens, mut margins) = (0, Vec::new());
+            for _ in 0..batches.len() {
+                let replay = self.replay.as_mut().expect("replay");
+                let positions = replay.draw(batch_size, policy, &mut self.rng).map_err(|e| anyhow!("{e}"))?;
+                let drawn: Vec<ReplayItem> =
+                    positions.iter().map(|&p| replay.get(p).expect("drawn position").item.clone()).collect();
+                let reference = if objective.needs_reference() {
+                    let reference_started = Instant::now();
+                    let r = self.sapo_reference(&drawn)?;
+                    metrics.add("time/reference", reference_started.elapsed().as_secs_f64());
+                    Some(r)
+                } else {
+                    None
+                };
+                let pairs: Vec<&PairSeqs> = drawn.iter().map(|item| &item.pair).collect();
+                let policy_started = Instant::now();
+                let out = passes::pair_step(
+                    ModelRef { backend: &self.backend, config: &self.model.config },
+                    &self.model.params,
+                    &mut self.grads,
+                    &mut self.ws,
+                    &pairs,
+                    reference.as_ref(),
+                    &objective,
+                    scale,
+                )
+                .with_context(|| format!("step {}", self.step + 1))?;
+                metrics.add("time/policy", policy_started.elapsed().as_secs_f64());
+                metrics.add("loss", out.loss);
+                for (name, value) in &out.metrics {
+                    metrics.add(name, *value);
+                }
+                tokens += out.tokens;
+                margins.extend(out.margins);
+            }
+            let optimizer_started = Instant::now();
+            let (norm, lr) = self.optimizer_step(&schedule)?;
+            metrics.set("time/optimizer", optimizer_started.elapsed().as_secs_f64());
+            let replay = self.replay.as_ref().expect("replay");
+            let draws: u64 = replay.entries().map(|e| e.times_drawn).sum();
+            metrics.set("replay/size", replay.len() as f64);
+            metrics.set("replay/mean_draws", draws as f64 / replay.len().max(1) as f64);
+            if objective.needs_reference() {
+                reporter.observe_margins(self.step, &margins, lr)?;
+            }
+            self.finish_step(reporter, metrics, norm, lr, epoch, tokens, started)?;
+        }
+        Ok(())
+    }
+
+    /// Reference log-probs for drawn SAPO items: the chosen side from the
+    /// cache (valid until the next refresh), the rejected side computed.
+    fn sapo_reference(&mut self, drawn: &[ReplayItem]) -> Result<ReferenceLogps> {
+        let mut sequences = Vec::new();
+        let mut missing_chosen = Vec::new();
+        for item in drawn {
+            if !self.ref_cache.contains_key(&(item.example, 0)) && !missing_chosen.contains(&item.example) {
+                missing_chosen.push(item.example);
+                sequences.push(ScoredSeq { prompt_len: item.pair.prompt_len, tokens: item.pair.chosen.clone() });
+            }
+        }
+        let n_chosen = sequences.len();
+        for item in drawn {
+            sequences.push(ScoredSeq { prompt_len: item.pair.prompt_len, tokens: item.pair.rejected.clone() });
+        }
+        let sums = self.reference_scores(&sequences)?;
+        for (example, &sum) in missing_chosen.iter().zip(&sums[..n_chosen]) {
+            self.ref_cache.insert((*example, 0), sum);
+        }
+        Ok(ReferenceLogps {
+            chosen: drawn.iter().map(|item| self.ref_cache[&(item.example, 0)]).collect(),
+            rejected: sums[n_chosen..].to_vec(),
+        })
+    }
+
+    fn train_spin(&mut self, examples: &[PromptChosen], reporter: &mut Reporter) -> Result<()> {
+        let objective = objective_for(&self.cfg, Method::Spin).expect("spin objective");
+        let eos = self.eos_id()?;
+        let mut previous: Vec<PairSeqs> = Vec::new();
+        for iteration in 1..=self.cfg.spin_iterations {
+            reporter.phase(&format!("spin {iteration}/{}", self.cfg.spin_iterations));
+            // The model this iteration starts from generates the rejected
+            // responses and is the fixed reference.
+            let sampling = self.sampling();
+            let mut current = Vec::with_capacity(examples.len());
+            let mut generated_total = 0;
+            let chunk = 32;
+            let generation_started = Instant::now();
+            for start in (0..examples.len()).step_by(chunk) {
+                let end = (start + chunk).min(examples.len());
+                let views: Vec<&[u32]> = examples[start..end].iter().map(|e| e.prompt.as_slice()).collect();
+                let mut rngs = self.next_rngs(end - start);
+                let outputs = self.sampler.generate(
+                    &self.backend,
+                    &self.model.config,
+                    &self.model.params,
+                    &views,
+                    self.cfg.max_new_tokens,
+                    &self.model.eos_ids,
+                    sampling,
+                    &mut rngs,
+                )?;
+                for (example, mut generated) in examples[start..end].iter().zip(outputs) {
+                    if let Some(position) = generated.iter().position(|t| self.model.eos_ids.contains(t)) {
+                        generated.truncate(position + 1);
+                        generated[position] = eos;
+                    }
+                    if generated.is_empty() {
+                        generated.push(eos);
+                    }
+                    generated_total += generated.len();
+                    current.push(cut_pair(
+                        &example.prompt,
+                        &example.chosen,
+                        &generated,
+                        self.cfg.max_length,
+                        self.cfg.max_prompt_length,
+                    ));
+                }
+            }
+            let mean_length = generated_total as f64 / examples.len().max(1) as f64;
+            reporter.log_event(serde_json::json!({
+                "event": "spin_generation",
+                "iteration": iteration,
+                "step": self.step,
+                "samples/mean_length": mean_length,
+                "seconds": generation_started.elapsed().as_secs_f64(),
+            }))?;
+            // Iteration t trains on the pairs of t and t − 1.
+            let mut pairs = current.clone();
+            pairs.extend(previous.iter().cloned());
+            previous = current;
+            // Reference = this iteration's starting model; its log-probs once.
+            self.reference = None;
+            self.precompute_reference(&pairs, reporter)?;
+            self.optimizer = Self::fresh_optimizer(&self.backend, &self.cfg, &self.model.config)?;
+            self.phase_step = 0;
+            reporter.reset(Schedule::new(&self.cfg, pairs.len()).total_steps);
+            self.train_pairs_from(&pairs, &objective, reporter)?;
+        }
+        Ok(())
+    }
+}
+
+/// Resolves nothing: runs `cfg` and prints the summary.
+///
+/// # Errors
+/// As [`Trainer::run`].
+pub fn train(cfg: TrainConfig, quiet: bool) -> Result<RunSummary> {
+    Trainer::new(cfg)?.run(quiet)
+}
