@@ -601,7 +601,7 @@ mod tests {
         let config = resolve(None, &[]).expect("the embedded recipe resolves");
         assert_eq!((config.method, config.objective), (Method::Sapo, SapoObjective::Dpo));
         assert!(config.model.ends_with("fixtures/task/model"), "{}", config.model.display());
-        assert_eq!(config.max_steps, 150);
+        assert_eq!(config.max_steps, 376);
         let config = resolve(None, &["model=m".into()]).expect("authors' defaults");
         assert_eq!((config.learning_rate, config.max_steps), (5e-7, 0));
     }

@@ -51,15 +51,15 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Opens `metrics.jsonl` in `run_dir` (appending: a resumed run continues
-    /// its log) and a progress bar of `total_steps`.
+    /// Creates `metrics.jsonl` in `run_dir` (a fresh run replaces an old
+    /// log) and a progress bar of `total_steps`.
     ///
     /// # Errors
     /// The log cannot be opened.
     pub fn new(run_dir: &Path, total_steps: u64, zero_margin_limit: u64, quiet: bool) -> Result<Self> {
         let path = run_dir.join("metrics.jsonl");
         let file =
-            File::options().create(true).append(true).open(&path).with_context(|| format!("{}", path.display()))?;
+            File::create(&path).with_context(|| format!("{}", path.display()))?;
         let bar = ProgressBar::new(total_steps);
         let plain = quiet || !console_is_terminal();
         if plain {

@@ -71,6 +71,12 @@ pub struct RunSummary {
     pub accuracy_first_last: Option<(f64, f64)>,
     /// Mean `rewards/margins` over the first and the last tenth.
     pub margin_first_last: Option<(f64, f64)>,
+    /// Held-out pairs: share where the model ranks chosen above rejected,
+    /// before and after.
+    pub eval_pair_accuracy: Option<(f64, f64)>,
+    /// Held-out pairs after training, against the starting model: reward
+    /// accuracy and mean margin β·z.
+    pub eval_rewards: Option<(f64, f64)>,
     /// Task accuracy before and after training, if evaluated.
     pub eval_before_after: Option<(f64, f64)>,
     /// Training tokens per second.
@@ -100,6 +106,9 @@ pub struct Trainer {
     ws: Workspace,
     sampler: Sampler,
     history: Vec<BTreeMap<String, f64>>,
+    /// Held-out pairs (when the evaluation file has chosen and rejected
+    /// responses) and their log-probs under the starting model.
+    eval_pairs: Option<(Vec<PairSeqs>, Vec<f32>)>,
     tokens_seen: u64,
     train_seconds: f64,
 }
@@ -134,6 +143,15 @@ fn mean_of_tenths(history: &[BTreeMap<String, f64>], key: &str) -> Option<(f64, 
     let tenth = (values.len() / 10).max(1);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     Some((mean(&values[..tenth]), mean(&values[values.len() - tenth..])))
+}
+
+/// What a rendered response carries after its last end-of-sequence token
+/// (empty when it ends with it, or has none).
+fn end_of_turn_tail(response: &[u32], eos: u32) -> &[u32] {
+    match response.iter().rposition(|&t| t == eos) {
+        Some(position) => &response[position + 1..],
+        None => &[],
+    }
 }
 
 /// A permutation of `0..n` for `epoch` (identity when not shuffling).
@@ -229,6 +247,7 @@ impl Trainer {
             ws,
             sampler: Sampler::default(),
             history: Vec::new(),
+            eval_pairs: None,
             tokens_seen: 0,
             train_seconds: 0.0,
         })
@@ -279,6 +298,16 @@ impl Trainer {
         } else {
             Some(eval::read_prompts(&cfg.eval_data, &self.model.tokenizer, template.as_ref())?)
         };
+        if eval_prompts.is_some() {
+            // The same file as pairs, if it has rejected responses: TRL's
+            // eval_rewards/* on held-out pairs, against the starting model.
+            let as_pairs = TrainConfig { method: Method::Dpo, ..cfg.clone() };
+            if let Ok(TrainData::Pairs(pairs)) =
+                data::load(&as_pairs, &cfg.eval_data, &self.model.tokenizer, template.as_ref())
+            {
+                self.eval_pairs = Some((pairs, Vec::new()));
+            }
+        }
         let spin_iterations = if cfg.method == Method::Spin { cfg.spin_iterations } else { 1 };
         let total_estimate = Schedule::new(&cfg, train_data.len()).total_steps * spin_iterations;
         let reporter = Reporter::new(&cfg.output_dir, total_estimate, cfg.zero_margin_warn_steps, quiet)?;
@@ -337,7 +366,9 @@ impl Trainer {
             loss_first_last: mean_of_tenths(&self.history, "loss"),
             accuracy_first_last: mean_of_tenths(&self.history, "rewards/accuracies"),
             margin_first_last: mean_of_tenths(&self.history, "rewards/margins"),
-            eval_before_after: before.zip(after).map(|(b, a)| (b.summary.accuracy, a.summary.accuracy)),
+            eval_before_after: before.as_ref().zip(after.as_ref()).map(|(b, a)| (b.0.summary.accuracy, a.0.summary.accuracy)),
+            eval_pair_accuracy: before.as_ref().zip(after.as_ref()).and_then(|(b, a)| Some((b.1?.0, a.1?.0))),
+            eval_rewards: after.as_ref().and_then(|a| a.1.map(|p| (p.1, p.2))),
             tokens_per_second: self.tokens_seen as f64 / self.train_seconds.max(1e-9),
         };
         reporter.log_event(serde_json::json!({
@@ -361,7 +392,14 @@ impl Trainer {
         Ok(())
     }
 
-    fn evaluate(&mut self, prompts: &[EvalPrompt], reporter: &mut Reporter, when: &str) -> Result<EvalOutcome> {
+    /// Task accuracy with the judge, and on held-out pairs `(pair accuracy,
+    /// reward accuracy, reward margin)` against the starting model.
+    fn evaluate(
+        &mut self,
+        prompts: &[EvalPrompt],
+        reporter: &mut Reporter,
+        when: &str,
+    ) -> Result<(EvalOutcome, Option<(f64, f64, f64)>)> {
         let outcome = eval::evaluate(
             &self.backend,
             &self.model.config,
@@ -372,19 +410,55 @@ impl Trainer {
             self.cfg.eval_max_new_tokens,
             &mut self.sampler,
         )?;
+        let pairs = match self.eval_pairs.take() {
+            Some((pairs, mut initial)) => {
+                let sequences: Vec<ScoredSeq> = pairs
+                    .iter()
+                    .flat_map(|p| {
+                        [
+                            ScoredSeq { prompt_len: p.prompt_len, tokens: p.chosen.clone() },
+                            ScoredSeq { prompt_len: p.prompt_len, tokens: p.rejected.clone() },
+                        ]
+                    })
+                    .collect();
+                let mut sums = Vec::with_capacity(sequences.len());
+                for chunk in sequences.chunks(64) {
+                    let m = ModelRef { backend: &self.backend, config: &self.model.config };
+                    sums.extend(passes::score(m, &self.model.params, &mut self.ws, chunk)?);
+                }
+                if initial.is_empty() {
+                    initial = sums.clone();
+                }
+                let n = pairs.len() as f64;
+                let (mut ranked, mut rewarded, mut margin) = (0.0, 0.0, 0.0);
+                for i in 0..pairs.len() {
+                    let (c, r) = (f64::from(sums[2 * i]), f64::from(sums[2 * i + 1]));
+                    let z = (c - f64::from(initial[2 * i])) - (r - f64::from(initial[2 * i + 1]));
+                    ranked += f64::from(u8::from(c > r));
+                    rewarded += f64::from(u8::from(z > 0.0));
+                    margin += self.cfg.beta * z;
+                }
+                self.eval_pairs = Some((pairs, initial));
+                Some((ranked / n, rewarded / n, margin / n))
+            }
+            None => None,
+        };
         let per_kind: serde_json::Map<String, serde_json::Value> = outcome
             .summary
             .per_kind
             .iter()
             .map(|(kind, s)| (kind.name().to_string(), serde_json::json!(s.correct as f64 / s.n.max(1) as f64)))
             .collect();
+        let pair_text = pairs.map_or(String::new(), |(ranked, _, _)| {
+            format!("; ranks the correct answer above the wrong one in {:.1}% of held-out pairs", 100.0 * ranked)
+        });
         reporter.say(&format!(
-            "task accuracy {when} training: {:.1}% of {} held-out prompts (mean score {:.3})",
+            "task accuracy {when} training: {:.1}% of {} held-out prompts (mean score {:.3}){pair_text}",
             100.0 * outcome.summary.accuracy,
             outcome.summary.n,
             outcome.summary.mean_score
         ));
-        reporter.log_event(serde_json::json!({
+        let mut event = serde_json::json!({
             "event": "eval",
             "when": when,
             "step": self.step,
@@ -392,8 +466,14 @@ impl Trainer {
             "eval/mean_score": outcome.summary.mean_score,
             "eval/mean_length": outcome.mean_length,
             "eval/per_kind_accuracy": per_kind,
-        }))?;
-        Ok(outcome)
+        });
+        if let Some((ranked, rewarded, margin)) = pairs {
+            event["eval/pair_accuracy"] = ranked.into();
+            event["eval/rewards/accuracies"] = rewarded.into();
+            event["eval/rewards/margins"] = margin.into();
+        }
+        reporter.log_event(event)?;
+        Ok((outcome, pairs))
     }
 
     fn lr_schedule(&self, total_steps: u64) -> Result<LrSchedule> {
@@ -609,7 +689,7 @@ impl Trainer {
 
     /// SAPO step 2: segment regeneration by the EMA model for `indices`;
     /// returns the items and their mean generated length.
-    fn build_rejected(&mut self, examples: &[PromptChosen], indices: &[usize]) -> Result<(Vec<ReplayItem>, f64)> {
+    fn build_rejected(&mut self, examples: &[PromptChosen], indices: &[usize]) -> Result<(Vec<ReplayItem>, f64, f64)> {
         let segment_config = self.segment_config();
         let eos = self.eos_id()?;
         let mut plans = Vec::with_capacity(indices.len());
@@ -625,7 +705,7 @@ impl Trainer {
             .map(|(&i, plan)| plan.prefix(&examples[i].prompt, &examples[i].chosen))
             .collect::<Result<_, _>>()?;
         let mut items = Vec::with_capacity(indices.len());
-        let mut generated_total = 0;
+        let (mut generated_total, mut identical) = (0, 0);
         let chunk = self.cfg.per_device_train_batch_size.max(1);
         let sampling = self.sampling();
         for start in (0..indices.len()).step_by(chunk) {
@@ -654,14 +734,28 @@ impl Trainer {
                 }
                 generated_total += generated.len();
                 let example = &examples[index];
-                let pair = segment::assemble(&example.prompt, &example.chosen, plan, &generated, eos)?;
+                let mut pair = segment::assemble(&example.prompt, &example.chosen, plan, &generated, eos)?;
+                // A chat template writes text after the end-of-turn token
+                // (ChatML's "\n" after <|im_end|>), which the chosen response
+                // has and a segment stopped at EOS lacks: give the rejected the
+                // same tail so the pair differs only where the text differs.
+                if generated.last() == Some(&eos) {
+                    pair.rejected.extend_from_slice(end_of_turn_tail(&example.chosen, eos));
+                }
+                // The EMA model reproduced the chosen response: the pair carries no signal.
+                identical += usize::from(pair.rejected == pair.chosen);
+                if std::env::var_os("SAPO_DEBUG_PAIRS").is_some() {
+                    let tok = &self.model.tokenizer;
+                    eprintln!("PAIR cut={} window={} chosen={:?} rejected={:?}", plan.cut, plan.window, tok.decode(&pair.chosen[pair.prompt_len..], false).unwrap_or_default(), tok.decode(&pair.rejected[pair.prompt_len..], false).unwrap_or_default());
+                }
                 items.push(ReplayItem {
                     example: index,
                     pair: PairSeqs { prompt_len: pair.prompt_len, chosen: pair.chosen, rejected: pair.rejected },
                 });
             }
         }
-        Ok((items, generated_total as f64 / indices.len().max(1) as f64))
+        let n = indices.len().max(1) as f64;
+        Ok((items, generated_total as f64 / n, identical as f64 / n))
     }
 
     fn train_sapo(&mut self, examples: &[PromptChosen], reporter: &mut Reporter) -> Result<()> {
@@ -709,12 +803,13 @@ impl Trainer {
             if t % self.cfg.sample_every == 0 {
                 let indices: Vec<usize> = batches.iter().flatten().copied().collect();
                 let sample_started = Instant::now();
-                let (items, mean_length) = self.build_rejected(examples, &indices)?;
+                let (items, mean_length, identical) = self.build_rejected(examples, &indices)?;
                 let replay = self.replay.as_mut().expect("replay");
                 for item in items {
                     replay.push(item);
                 }
                 metrics.set("samples/mean_length", mean_length);
+                metrics.set("samples/identical_to_chosen", identical);
                 metrics.set("time/sampling", sample_started.elapsed().as_secs_f64());
             }
             // 3. Train on draws from the buffer.
@@ -827,6 +922,9 @@ impl Trainer {
                     }
                     if generated.is_empty() {
                         generated.push(eos);
+                    }
+                    if generated.last() == Some(&eos) {
+                        generated.extend_from_slice(end_of_turn_tail(&example.chosen, eos));
                     }
                     generated_total += generated.len();
                     current.push(cut_pair(
