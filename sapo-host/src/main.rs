@@ -200,10 +200,18 @@ fn train(args: TrainArgs) -> Result<()> {
         println!("  rewards/margins    {}", pair(summary.margin_first_last, 4));
     }
     if let Some((before, after)) = summary.eval_before_after {
-        println!("  task accuracy      {:.1}% → {:.1}% (held-out prompts, greedy, judged)", 100.0 * before, 100.0 * after);
+        println!(
+            "  task accuracy      {:.1}% → {:.1}% (held-out prompts, greedy, judged)",
+            100.0 * before,
+            100.0 * after
+        );
     }
     if let Some((before, after)) = summary.eval_pair_accuracy {
-        println!("  pair accuracy      {:.1}% → {:.1}% (held-out pairs: logπ(correct) > logπ(wrong))", 100.0 * before, 100.0 * after);
+        println!(
+            "  pair accuracy      {:.1}% → {:.1}% (held-out pairs: logπ(correct) > logπ(wrong))",
+            100.0 * before,
+            100.0 * after
+        );
     }
     if let Some((accuracy, margin)) = summary.eval_rewards {
         println!("  held-out rewards   accuracy {accuracy:.3}, margin {margin:.4} (against the starting model)");

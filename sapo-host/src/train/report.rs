@@ -58,8 +58,7 @@ impl Reporter {
     /// The log cannot be opened.
     pub fn new(run_dir: &Path, total_steps: u64, zero_margin_limit: u64, quiet: bool) -> Result<Self> {
         let path = run_dir.join("metrics.jsonl");
-        let file =
-            File::create(&path).with_context(|| format!("{}", path.display()))?;
+        let file = File::create(&path).with_context(|| format!("{}", path.display()))?;
         let bar = ProgressBar::new(total_steps);
         let plain = quiet || !console_is_terminal();
         if plain {

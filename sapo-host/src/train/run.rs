@@ -366,7 +366,10 @@ impl Trainer {
             loss_first_last: mean_of_tenths(&self.history, "loss"),
             accuracy_first_last: mean_of_tenths(&self.history, "rewards/accuracies"),
             margin_first_last: mean_of_tenths(&self.history, "rewards/margins"),
-            eval_before_after: before.as_ref().zip(after.as_ref()).map(|(b, a)| (b.0.summary.accuracy, a.0.summary.accuracy)),
+            eval_before_after: before
+                .as_ref()
+                .zip(after.as_ref())
+                .map(|(b, a)| (b.0.summary.accuracy, a.0.summary.accuracy)),
             eval_pair_accuracy: before.as_ref().zip(after.as_ref()).and_then(|(b, a)| Some((b.1?.0, a.1?.0))),
             eval_rewards: after.as_ref().and_then(|a| a.1.map(|p| (p.1, p.2))),
             tokens_per_second: self.tokens_seen as f64 / self.train_seconds.max(1e-9),
@@ -744,10 +747,6 @@ impl Trainer {
                 }
                 // The EMA model reproduced the chosen response: the pair carries no signal.
                 identical += usize::from(pair.rejected == pair.chosen);
-                if std::env::var_os("SAPO_DEBUG_PAIRS").is_some() {
-                    let tok = &self.model.tokenizer;
-                    eprintln!("PAIR cut={} window={} chosen={:?} rejected={:?}", plan.cut, plan.window, tok.decode(&pair.chosen[pair.prompt_len..], false).unwrap_or_default(), tok.decode(&pair.rejected[pair.prompt_len..], false).unwrap_or_default());
-                }
                 items.push(ReplayItem {
                     example: index,
                     pair: PairSeqs { prompt_len: pair.prompt_len, chosen: pair.chosen, rejected: pair.rejected },
