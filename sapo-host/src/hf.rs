@@ -305,9 +305,9 @@ fn config_json(config: &HfConfig) -> String {
     if config.model_type != "qwen2" {
         json["attention_bias"] = Value::Bool(m.attention_bias);
     }
-    if let Some(bos) = config.bos_token_id {
-        json["bos_token_id"] = bos.into();
-    }
+    // Written even when absent: transformers' LlamaConfig otherwise assumes
+    // id 1, which in another vocabulary is some other token.
+    json["bos_token_id"] = config.bos_token_id.map_or(Value::Null, Value::from);
     if !config.eos_token_ids.is_empty() {
         json["eos_token_id"] = if config.eos_token_ids.len() == 1 {
             config.eos_token_ids[0].into()
