@@ -56,6 +56,10 @@ impl std::fmt::Display for WhileTraining {
     }
 }
 
+/// Held-out pair figures: (share ranking chosen above rejected, reward
+/// accuracy and mean reward margin against the starting model).
+type PairFigures = (f64, f64, f64);
+
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -402,7 +406,7 @@ impl Trainer {
         prompts: &[EvalPrompt],
         reporter: &mut Reporter,
         when: &str,
-    ) -> Result<(EvalOutcome, Option<(f64, f64, f64)>)> {
+    ) -> Result<(EvalOutcome, Option<PairFigures>)> {
         let outcome = eval::evaluate(
             &self.backend,
             &self.model.config,
