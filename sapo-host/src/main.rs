@@ -70,6 +70,17 @@ struct TrainArgs {
     /// No progress bar or progress lines (errors and the summary still print).
     #[arg(long)]
     quiet: bool,
+    /// Continue the run in DIR from its newest complete checkpoint (its
+    /// config.toml is the config; flags and --set still apply). A run
+    /// directory that already holds a checkpoint resumes without this flag.
+    #[arg(long, value_name = "DIR", conflicts_with = "overwrite")]
+    resume: Option<PathBuf>,
+    /// Start afresh even if the output directory holds checkpoints (they are deleted).
+    #[arg(long)]
+    overwrite: bool,
+    /// Resume even if the config differs from the checkpoint's in a field that changes the result.
+    #[arg(long)]
+    allow_config_change: bool,
 }
 
 #[derive(Debug, Args)]
@@ -142,7 +153,11 @@ fn is_run_failure(error: &anyhow::Error) -> bool {
 
 fn main() {
     if let Err(error) = run() {
-        let code = if is_run_failure(&error) { 1 } else { 2 };
+        let code = match error.downcast_ref::<sapo_host::train::run::Interrupted>() {
+            Some(interrupted) => 128 + interrupted.signal as i32,
+            None if is_run_failure(&error) => 1,
+            None => 2,
+        };
         // One line: the error and its causes, each cause once (some errors
         // already print their source in their own message).
         let mut line = String::new();
@@ -184,12 +199,39 @@ fn train(args: TrainArgs) -> Result<()> {
     numbers.extend(args.threads.map(|v| format!("threads={v}")));
     overrides.extend(numbers);
     overrides.extend(args.set.iter().cloned());
-    let config = sapo_host::train::config::resolve(args.config.as_deref(), &overrides)?;
+    let config_file = match (&args.config, &args.resume) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(dir)) => Some(dir.join("config.toml")),
+        (None, None) => None,
+    };
+    if let Some(dir) = &args.resume {
+        overrides.insert(0, format!("output_dir={}", toml_string(&dir.display().to_string())));
+    }
+    let config = sapo_host::train::config::resolve(config_file.as_deref(), &overrides)?;
     if config.threads > 0 {
         // Only fails if a pool already exists, which nothing here builds first.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(config.threads).build_global();
     }
-    let summary = sapo_host::train::train(config, args.quiet)?;
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let flag = std::sync::Arc::clone(&sapo_host::train::run::INTERRUPT);
+        signal_hook::flag::register_usize(signal, flag, signal as usize).context("installing the signal handler")?;
+    }
+    let checkpoints = sapo_host::train::checkpoint::list(&config.output_dir)?;
+    if args.overwrite && !checkpoints.is_empty() {
+        let dir = config.output_dir.join("checkpoints");
+        std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let resuming = args.resume.is_some() || (!args.overwrite && !checkpoints.is_empty());
+    let trainer = if resuming {
+        let (trainer, notes) = sapo_host::train::Trainer::resume(config, args.allow_config_change)?;
+        if !args.quiet {
+            notes.iter().for_each(|note| eprintln!("sapo: {note}"));
+        }
+        trainer
+    } else {
+        sapo_host::train::Trainer::new(config)?
+    };
+    let summary = trainer.run(args.quiet)?;
     let pair = |p: Option<(f64, f64)>, digits: usize| {
         p.map(|(a, b)| format!("{a:.digits$} → {b:.digits$}")).unwrap_or_else(|| "n/a".into())
     };

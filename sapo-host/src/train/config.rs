@@ -109,6 +109,16 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("shuffle", "true", "shuffle the data each epoch (false: file order, as for peer comparisons)"),
     ("gradient_checkpointing", "false", "recompute layer activations in the backward pass (less memory)"),
     ("logging_steps", "1", "write a metrics line every this many optimizer steps"),
+    (
+        "save_steps",
+        "500",
+        "write a checkpoint every this many optimizer steps (0 = only at the end and on SIGINT/SIGTERM)",
+    ),
+    (
+        "save_total_limit",
+        "2",
+        "complete checkpoints kept (0 = all); older ones are deleted after a new one is complete",
+    ),
     ("threads", "0", "CPU threads (0 = all cores)"),
     ("zero_margin_warn_steps", "10", "warn once when rewards/margins is exactly 0 this many steps running (0 = never)"),
     ("ema_decay", "0.5", "SAPO: θ_ema ← decay·θ_ema + (1−decay)·θ once per optimizer step"),
@@ -164,6 +174,8 @@ pub struct TrainConfig {
     pub shuffle: bool,
     pub gradient_checkpointing: bool,
     pub logging_steps: u64,
+    pub save_steps: u64,
+    pub save_total_limit: usize,
     pub threads: usize,
     pub zero_margin_warn_steps: u64,
     pub ema_decay: f64,
@@ -298,6 +310,8 @@ fn method_defaults(method: Method) -> toml::Table {
     set("shuffle", B(true));
     set("gradient_checkpointing", B(false));
     set("logging_steps", I(1));
+    set("save_steps", I(500));
+    set("save_total_limit", I(2));
     set("threads", I(0));
     set("zero_margin_warn_steps", I(10));
     set("ema_decay", F(0.5));

@@ -1,5 +1,6 @@
 //! `sapo train`: every method behind one trainer.
 //!
+//! * [`checkpoint`] — checkpoints: weights, run state, manifest; verified loading;
 //! * [`config`] — the TOML configuration, its defaults per method and `--set` overrides;
 //! * [`data`] — the dataset shape each method needs, tokenised and cut;
 //! * [`passes`] — packing, forward, objective and backward of one micro-batch;
@@ -8,6 +9,7 @@
 //! * [`report`] — `metrics.jsonl`, the progress bar, the zero-margin diagnostic;
 //! * [`run`] — the [`Trainer`] that holds all run state, and the loop of each method.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -36,10 +36,25 @@ impl StepMetrics {
     }
 }
 
+/// What a checkpoint keeps of the reporter, so a resumed run's log and
+/// warnings continue as if it had never stopped.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReporterState {
+    /// Bytes of `metrics.jsonl` written so far.
+    pub log_bytes: u64,
+    /// Steps running with a zero margin.
+    pub zero_margin_run: u64,
+    /// Whether the zero-margin warning was given.
+    pub warned_zero_margin: bool,
+    /// Steps shown on the bar.
+    pub position: u64,
+}
+
 /// The metrics log and the terminal.
 #[derive(Debug)]
 pub struct Reporter {
     log: BufWriter<File>,
+    log_bytes: u64,
     bar: ProgressBar,
     plain: bool,
     quiet: bool,
@@ -52,14 +67,33 @@ pub struct Reporter {
 
 impl Reporter {
     /// Creates `metrics.jsonl` in `run_dir` (a fresh run replaces an old
-    /// log) and a progress bar of `total_steps`.
+    /// log; a resumed one cuts it back to what its checkpoint had seen and
+    /// continues it) and a progress bar of `total_steps`.
     ///
     /// # Errors
     /// The log cannot be opened.
-    pub fn new(run_dir: &Path, total_steps: u64, zero_margin_limit: u64, quiet: bool) -> Result<Self> {
+    pub fn new(
+        run_dir: &Path,
+        total_steps: u64,
+        zero_margin_limit: u64,
+        quiet: bool,
+        resume: Option<ReporterState>,
+    ) -> Result<Self> {
         let path = run_dir.join("metrics.jsonl");
-        let file = File::create(&path).with_context(|| format!("{}", path.display()))?;
+        let state = resume.unwrap_or_default();
+        let file = match resume {
+            None => File::create(&path),
+            Some(state) => File::options().create(true).truncate(false).write(true).open(&path).and_then(|file| {
+                file.set_len(state.log_bytes)?;
+                Ok(file)
+            }),
+        }
+        .with_context(|| format!("{}", path.display()))?;
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::End(0)).with_context(|| format!("{}", path.display()))?;
         let bar = ProgressBar::new(total_steps);
+        bar.set_position(state.position);
         let plain = quiet || !console_is_terminal();
         if plain {
             bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -74,14 +108,15 @@ impl Reporter {
         }
         Ok(Reporter {
             log: BufWriter::new(file),
+            log_bytes: state.log_bytes,
             bar,
             plain: plain && !quiet,
             quiet,
             started: Instant::now(),
             last_plain: Instant::now(),
-            zero_margin_run: 0,
+            zero_margin_run: state.zero_margin_run,
             zero_margin_limit,
-            warned_zero_margin: false,
+            warned_zero_margin: state.warned_zero_margin,
         })
     }
 
@@ -107,8 +142,7 @@ impl Reporter {
             let value = if value.is_finite() { serde_json::Value::from(*value) } else { serde_json::Value::Null };
             object.insert(name.clone(), value);
         }
-        writeln!(self.log, "{}", serde_json::Value::Object(object))?;
-        self.log.flush()?;
+        self.write_line(&serde_json::Value::Object(object).to_string())?;
         let mut message = String::new();
         if let Some(loss) = metrics.get("loss") {
             message.push_str(&format!("loss {loss:.4}"));
@@ -132,9 +166,24 @@ impl Reporter {
     /// # Errors
     /// The log cannot be written.
     pub fn log_event(&mut self, event: serde_json::Value) -> Result<()> {
-        writeln!(self.log, "{event}")?;
+        self.write_line(&event.to_string())
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<()> {
+        writeln!(self.log, "{line}")?;
         self.log.flush()?;
+        self.log_bytes += line.len() as u64 + 1;
         Ok(())
+    }
+
+    /// What a checkpoint keeps of the reporter.
+    pub fn state(&self) -> ReporterState {
+        ReporterState {
+            log_bytes: self.log_bytes,
+            zero_margin_run: self.zero_margin_run,
+            warned_zero_margin: self.warned_zero_margin,
+            position: self.bar.position(),
+        }
     }
 
     /// Advances the bar by one optimizer step.

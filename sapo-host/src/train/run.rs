@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,13 +19,14 @@ use sapo_core::rng::SapoRng;
 use sapo_core::sampling::SamplingParams;
 use sapo_core::segment::{self, SegmentConfig};
 
+use super::checkpoint::{self, CheckpointParts};
 use super::config::{
     Init, Method, NllScopeName, OptimizerName, RefUpdate, ReplaySamplingName, SapoObjective, TrainConfig,
 };
 use super::data::{self, PromptChosen, TrainData, cut_pair};
 use super::eval::{self, EvalOutcome, EvalPrompt};
 use super::passes::{self, ModelRef, PairSeqs, ReferenceLogps, ScoredSeq, Workspace};
-use super::report::{Reporter, StepMetrics};
+use super::report::{Reporter, ReporterState, StepMetrics};
 use super::sampler::Sampler;
 use crate::model_files::{self, LoadedModel, Weights};
 
@@ -54,6 +56,44 @@ impl std::fmt::Display for WhileTraining {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("while training")
     }
+}
+
+/// The signal that asked the run to stop (0: none). `sapo` registers
+/// SIGINT and SIGTERM to set it; the trainer finishes the step, writes a
+/// checkpoint and stops with [`Interrupted`].
+pub static INTERRUPT: std::sync::LazyLock<std::sync::Arc<AtomicUsize>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(AtomicUsize::new(0)));
+
+/// The run stopped on a signal after saving a checkpoint.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "stopped by signal {signal} after step {step}; checkpoint saved, `sapo train` with the same output directory resumes"
+)]
+pub struct Interrupted {
+    /// The signal number (2 SIGINT, 15 SIGTERM).
+    pub signal: usize,
+    /// The last step taken.
+    pub step: u64,
+}
+
+/// Everything of a run that is not weights, as a checkpoint's `state.bin`
+/// holds it (postcard).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    config: TrainConfig,
+    step: u64,
+    phase_step: u64,
+    rng: SapoRng,
+    sample_stream: u64,
+    replay: Option<ReplayBuffer<ReplayItem>>,
+    ref_cache: Vec<((usize, u8), f32)>,
+    history: Vec<BTreeMap<String, f64>>,
+    eval_initial: Option<Vec<f32>>,
+    eval_before: Option<(f64, Option<f64>)>,
+    adamw_step: u64,
+    tokens_seen: u64,
+    train_seconds: f64,
+    reporter: ReporterState,
 }
 
 /// Held-out pair figures: (share ranking chosen above rejected, reward
@@ -113,6 +153,12 @@ pub struct Trainer {
     /// Held-out pairs (when the evaluation file has chosen and rejected
     /// responses) and their log-probs under the starting model.
     eval_pairs: Option<(Vec<PairSeqs>, Vec<f32>)>,
+    /// Task accuracy and held-out pair accuracy before training.
+    eval_before: Option<(f64, Option<f64>)>,
+    /// State read from a checkpoint, applied once the data is loaded.
+    resume_state: Option<RunState>,
+    /// The step of the last checkpoint written or resumed from.
+    last_checkpoint: Option<u64>,
     tokens_seen: u64,
     train_seconds: f64,
 }
@@ -252,6 +298,9 @@ impl Trainer {
             sampler: Sampler::default(),
             history: Vec::new(),
             eval_pairs: None,
+            eval_before: None,
+            resume_state: None,
+            last_checkpoint: None,
             tokens_seen: 0,
             train_seconds: 0.0,
         })
@@ -312,9 +361,14 @@ impl Trainer {
                 self.eval_pairs = Some((pairs, Vec::new()));
             }
         }
+        let resume_reporter = match self.resume_state.take() {
+            Some(state) => Some(self.apply_state(state)?),
+            None => None,
+        };
         let spin_iterations = if cfg.method == Method::Spin { cfg.spin_iterations } else { 1 };
         let total_estimate = Schedule::new(&cfg, train_data.len()).total_steps * spin_iterations;
-        let reporter = Reporter::new(&cfg.output_dir, total_estimate, cfg.zero_margin_warn_steps, quiet)?;
+        let reporter =
+            Reporter::new(&cfg.output_dir, total_estimate, cfg.zero_margin_warn_steps, quiet, resume_reporter)?;
         reporter.phase(cfg.method.name());
         reporter.say(&format!(
             "sapo train: {} on {} ({} examples, {} parameters), {} steps → {}",
@@ -336,11 +390,14 @@ impl Trainer {
         eval_prompts: Option<Vec<EvalPrompt>>,
         mut reporter: Reporter,
     ) -> Result<RunSummary> {
-        let before = match &eval_prompts {
-            Some(prompts) => Some(self.evaluate(prompts, &mut reporter, "before")?),
-            None => None,
-        };
+        if self.step == 0
+            && let Some(prompts) = &eval_prompts
+        {
+            let (outcome, pairs) = self.evaluate(prompts, &mut reporter, "before")?;
+            self.eval_before = Some((outcome.summary.accuracy, pairs.map(|p| p.0)));
+        }
         let started = Instant::now();
+        let seconds_before = self.train_seconds;
         match train_data {
             TrainData::Sft(sequences) => self.train_sft(&sequences, &mut reporter)?,
             TrainData::Pairs(pairs) => self.train_offline(&pairs, &mut reporter)?,
@@ -349,7 +406,10 @@ impl Trainer {
             }
             TrainData::PromptChosen(examples) => self.train_spin(&examples, &mut reporter)?,
         }
-        self.train_seconds = started.elapsed().as_secs_f64();
+        self.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+        if cfg.method != Method::Spin && self.last_checkpoint != Some(self.step) {
+            self.save_checkpoint(&reporter)?;
+        }
         reporter.finish();
         let after = match &eval_prompts {
             Some(prompts) => Some(self.evaluate(prompts, &mut reporter, "after")?),
@@ -370,11 +430,8 @@ impl Trainer {
             loss_first_last: mean_of_tenths(&self.history, "loss"),
             accuracy_first_last: mean_of_tenths(&self.history, "rewards/accuracies"),
             margin_first_last: mean_of_tenths(&self.history, "rewards/margins"),
-            eval_before_after: before
-                .as_ref()
-                .zip(after.as_ref())
-                .map(|(b, a)| (b.0.summary.accuracy, a.0.summary.accuracy)),
-            eval_pair_accuracy: before.as_ref().zip(after.as_ref()).and_then(|(b, a)| Some((b.1?.0, a.1?.0))),
+            eval_before_after: self.eval_before.zip(after.as_ref()).map(|(b, a)| (b.0, a.0.summary.accuracy)),
+            eval_pair_accuracy: self.eval_before.zip(after.as_ref()).and_then(|(b, a)| Some((b.1?, a.1?.0))),
             eval_rewards: after.as_ref().and_then(|a| a.1.map(|p| (p.1, p.2))),
             tokens_per_second: self.tokens_seen as f64 / self.train_seconds.max(1e-9),
         };
@@ -387,6 +444,139 @@ impl Trainer {
             "eval_accuracy_after": summary.eval_before_after.map(|p| p.1),
         }))?;
         Ok(summary)
+    }
+
+    /// Config fields that do not change a run's numbers: they may differ
+    /// between a checkpoint and its resumption.
+    const HARMLESS_FIELDS: &'static [&'static str] = &[
+        "output_dir",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "zero_margin_warn_steps",
+        "eval_max_new_tokens",
+    ];
+
+    /// Loads the newest complete checkpoint of `cfg.output_dir` and the model,
+    /// so [`Trainer::run`] continues the run exactly where it stopped.
+    ///
+    /// # Errors
+    /// No checkpoint verifies (the reasons are named), SPIN (not resumable
+    /// yet), or a config that differs from the checkpoint's in a field that
+    /// changes the result (the differences are listed) unless
+    /// `allow_config_change`.
+    pub fn resume(cfg: TrainConfig, allow_config_change: bool) -> Result<(Self, Vec<String>)> {
+        if cfg.method == Method::Spin {
+            bail!(
+                "resuming a SPIN run is not supported yet (its generated pairs are not checkpointed); use --overwrite"
+            );
+        }
+        let mut trainer = Trainer::new(cfg)?;
+        let (loaded, skipped) =
+            checkpoint::load_newest(&trainer.backend, &trainer.model.config, &trainer.cfg.output_dir)?;
+        let state: RunState = postcard::from_bytes(&loaded.state)
+            .map_err(|e| anyhow!("{}: run state does not decode: {e}", loaded.dir.join("state.bin").display()))?;
+        let differences = config_differences(&state.config, &trainer.cfg, Self::HARMLESS_FIELDS);
+        if !differences.is_empty() && !allow_config_change {
+            bail!(
+                "the config differs from the checkpoint's ({}): {}; pass --allow-config-change to resume anyway, or --overwrite to start again",
+                loaded.dir.display(),
+                differences.join(", ")
+            );
+        }
+        let mut weights = loaded.weights;
+        trainer.model.params =
+            weights.remove("policy").ok_or_else(|| anyhow!("{}: no policy weights", loaded.dir.display()))?;
+        trainer.ema = weights.remove("ema");
+        trainer.reference = weights.remove("reference");
+        match &mut trainer.optimizer {
+            Optimizer::AdamW(state_moments, _) => {
+                let (m, v) = (weights.remove("exp_avg"), weights.remove("exp_avg_sq"));
+                let (Some(m), Some(v)) = (m, v) else { bail!("{}: no AdamW moments", loaded.dir.display()) };
+                state_moments.exp_avg = m;
+                state_moments.exp_avg_sq = v;
+                state_moments.step = state.adamw_step;
+            }
+            Optimizer::Rmsprop(state_avg, _) => {
+                state_avg.square_avg = weights
+                    .remove("square_avg")
+                    .ok_or_else(|| anyhow!("{}: no RMSprop averages", loaded.dir.display()))?;
+            }
+        }
+        trainer.last_checkpoint = Some(loaded.manifest.step);
+        trainer.resume_state = Some(state);
+        let mut notes = skipped.into_iter().map(|reason| format!("skipped a checkpoint: {reason}")).collect::<Vec<_>>();
+        notes.push(format!("resuming from {} (step {})", loaded.dir.display(), loaded.manifest.step));
+        Ok((trainer, notes))
+    }
+
+    /// Restores the non-weight state; returns the reporter's.
+    fn apply_state(&mut self, state: RunState) -> Result<ReporterState> {
+        self.step = state.step;
+        self.phase_step = state.phase_step;
+        self.rng = state.rng;
+        self.sample_stream = state.sample_stream;
+        self.replay = state.replay;
+        self.ref_cache = state.ref_cache.into_iter().collect();
+        self.history = state.history;
+        self.eval_before = state.eval_before;
+        if let (Some((_, initial)), Some(saved)) = (&mut self.eval_pairs, state.eval_initial) {
+            *initial = saved;
+        }
+        self.tokens_seen = state.tokens_seen;
+        self.train_seconds = state.train_seconds;
+        Ok(state.reporter)
+    }
+
+    /// Writes a checkpoint of the whole run state at the current step.
+    fn save_checkpoint(&mut self, reporter: &Reporter) -> Result<()> {
+        let mut ref_cache: Vec<((usize, u8), f32)> = self.ref_cache.iter().map(|(k, v)| (*k, *v)).collect();
+        ref_cache.sort_by_key(|(k, _)| *k);
+        let adamw_step = match &self.optimizer {
+            Optimizer::AdamW(state, _) => state.step,
+            Optimizer::Rmsprop(..) => 0,
+        };
+        let state = RunState {
+            config: self.cfg.clone(),
+            step: self.step,
+            phase_step: self.phase_step,
+            rng: self.rng.clone(),
+            sample_stream: self.sample_stream,
+            replay: self.replay.clone(),
+            ref_cache,
+            history: self.history.clone(),
+            eval_initial: self.eval_pairs.as_ref().map(|(_, initial)| initial.clone()),
+            eval_before: self.eval_before,
+            adamw_step,
+            tokens_seen: self.tokens_seen,
+            train_seconds: self.train_seconds,
+            reporter: reporter.state(),
+        };
+        let mut weights: Vec<(&'static str, &LlamaParams<CpuBackend>)> = vec![("policy", &self.model.params)];
+        if let Some(ema) = &self.ema {
+            weights.push(("ema", ema));
+        }
+        if let Some(reference) = &self.reference {
+            weights.push(("reference", reference));
+        }
+        match &self.optimizer {
+            Optimizer::AdamW(moments, _) => {
+                weights.push(("exp_avg", &moments.exp_avg));
+                weights.push(("exp_avg_sq", &moments.exp_avg_sq));
+            }
+            Optimizer::Rmsprop(averages, _) => weights.push(("square_avg", &averages.square_avg)),
+        }
+        let parts = CheckpointParts { weights, state: postcard::to_allocvec(&state)? };
+        checkpoint::save(
+            &self.backend,
+            &self.model.config,
+            &self.cfg.output_dir,
+            self.step,
+            &parts,
+            self.cfg.save_total_limit,
+        )?;
+        self.last_checkpoint = Some(self.step);
+        Ok(())
     }
 
     /// Saves the policy in Hugging Face layout with its tokenizer and chat template.
@@ -545,6 +735,18 @@ impl Trainer {
         }
         reporter.tick();
         self.history.push(values);
+        // Test hook: behave as if SIGINT arrived during this step.
+        if std::env::var("SAPO_DEBUG_INTERRUPT_AT_STEP").ok().and_then(|v| v.parse::<u64>().ok()) == Some(self.step) {
+            INTERRUPT.store(2, Ordering::SeqCst);
+        }
+        let signal = INTERRUPT.load(Ordering::SeqCst);
+        let due = self.cfg.save_steps > 0 && self.step % self.cfg.save_steps == 0;
+        if self.cfg.method != Method::Spin && (due || signal != 0) {
+            self.save_checkpoint(reporter)?;
+        }
+        if signal != 0 {
+            return Err(Interrupted { signal, step: self.step }.into());
+        }
         Ok(())
     }
 
@@ -595,8 +797,10 @@ impl Trainer {
         let objective = objective_for(&self.cfg, self.cfg.method).expect("pair method");
         // Reference log-probs once, before any update (the policy is the
         // reference then): TRL's precompute_ref_log_probs.
-        if objective.needs_reference() {
+        if objective.needs_reference() && self.ref_cache.is_empty() {
             self.precompute_reference(pairs, reporter)?;
+        } else if objective.needs_reference() {
+            reporter.say(&format!("reusing {} cached reference log-probs from the checkpoint", self.ref_cache.len()));
         }
         self.train_pairs_from(pairs, &objective, reporter)
     }
@@ -764,11 +968,15 @@ impl Trainer {
     fn train_sapo(&mut self, examples: &[PromptChosen], reporter: &mut Reporter) -> Result<()> {
         let objective = objective_for(&self.cfg, Method::Sapo).expect("sapo objective");
         let (backend, config) = (&self.backend, &self.model.config);
-        self.ema = Some(passes::clone_params(backend, config, &self.model.params)?);
-        if objective.needs_reference() {
+        if self.ema.is_none() {
+            self.ema = Some(passes::clone_params(backend, config, &self.model.params)?);
+        }
+        if objective.needs_reference() && self.reference.is_none() {
             self.reference = Some(passes::clone_params(backend, config, &self.model.params)?);
         }
-        self.replay = Some(ReplayBuffer::new(self.cfg.replay_capacity).map_err(|e| anyhow!("{e}"))?);
+        if self.replay.is_none() {
+            self.replay = Some(ReplayBuffer::new(self.cfg.replay_capacity).map_err(|e| anyhow!("{e}"))?);
+        }
         let policy = match self.cfg.replay_sampling {
             ReplaySamplingName::LeastDrawn => SamplingPolicy::LeastDrawn,
             ReplaySamplingName::Uniform => SamplingPolicy::Uniform,
@@ -961,6 +1169,18 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The fields where two configs differ, as `key: old → new`, ignoring `harmless`.
+fn config_differences(old: &TrainConfig, new: &TrainConfig, harmless: &[&str]) -> Vec<String> {
+    let (Ok(old), Ok(new)) = (toml::Table::try_from(old), toml::Table::try_from(new)) else {
+        return vec!["(the configs do not serialise)".into()];
+    };
+    new.iter()
+        .filter(|(key, _)| !harmless.contains(&key.as_str()))
+        .filter(|(key, value)| old.get(*key) != Some(*value))
+        .map(|(key, value)| format!("{key}: {} → {value}", old.get(key).map_or("(none)".into(), ToString::to_string)))
+        .collect()
 }
 
 /// Resolves nothing: runs `cfg` and prints the summary.
