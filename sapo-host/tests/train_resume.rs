@@ -131,3 +131,78 @@ fn a_changed_config_is_refused_with_the_difference() {
     assert!(stderr.contains("state.bin") && stderr.contains("truncated"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// SIGKILL at pseudo-random instants (some inside a checkpoint write, which a
+/// debug pause widens), then `sapo train` again with the same arguments: it
+/// resumes from the newest complete checkpoint (or starts afresh) and must
+/// end bit-identical to a run never killed. `SAPO_KILL_TRIALS` sets the
+/// number of trials (`bench/kill_trials.sh` runs many).
+#[test]
+fn killed_at_random_instants_then_rerun_ends_bit_identical() {
+    let trials: u64 = std::env::var("SAPO_KILL_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let method = ["--set", "save_steps=1"];
+    let straight = run_dir("kill-straight");
+    let started = std::time::Instant::now();
+    let (code, stderr) = sapo(&args(&straight, &method), None);
+    assert_eq!(code, 0, "{stderr}");
+    // The killed runs pause 20 ms per checkpoint file: allow for it.
+    let span_ms = (started.elapsed().as_millis() as u64).max(200) + 6 * 6 * 20;
+    let (mut state, mut inside_writes, mut before_any) = (0x9e37_79b9_7f4a_7c15_u64, 0, 0);
+    for trial in 0..trials {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = (state >> 33) % span_ms;
+        let dir = run_dir(&format!("kill-{trial}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sapo"))
+            .args(args(&dir, &method))
+            .env("SAPO_DEBUG_SAVE_PAUSE_MS", "20")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        let checkpoints = dir.join("checkpoints");
+        if let Ok(entries) = std::fs::read_dir(&checkpoints) {
+            inside_writes +=
+                usize::from(entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-")));
+        } else {
+            before_any += 1;
+        }
+        let (code, stderr) = sapo(&args(&dir, &method), None);
+        assert_eq!(code, 0, "trial {trial} (killed after {delay} ms): {stderr}");
+        assert_eq!(rows(&dir), rows(&straight), "trial {trial} (killed after {delay} ms): metric rows differ");
+        assert!(final_weights(&dir) == final_weights(&straight), "trial {trial}: final weights differ");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!(
+        "{trials} kill trials: all resumed bit-identical; {inside_writes} killed inside a checkpoint write, {before_any} before the first checkpoint"
+    );
+}
+
+#[test]
+fn a_nan_gradient_stops_naming_step_and_tensor_and_the_last_checkpoint_resumes() {
+    let straight = run_dir("nan-straight");
+    let (code, stderr) = sapo(&args(&straight, &[]), None);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = run_dir("nan");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sapo"));
+    let output = command.args(args(&dir, &[])).env("SAPO_DEBUG_NAN_AT_STEP", "3").output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("step 3") && stderr.contains("model.embed_tokens.weight"), "{stderr}");
+    assert!(!dir.join("checkpoints/step-3").exists(), "no checkpoint of the bad state");
+    // The step-2 checkpoint resumes, and the run ends as if nothing happened.
+    let (code, stderr) = sapo(&args(&dir, &[]), None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(final_weights(&dir) == final_weights(&straight));
+    // With skip_nonfinite_steps the bad update is skipped and counted.
+    let skipping = run_dir("nan-skip");
+    let output = Command::new(env!("CARGO_BIN_EXE_sapo"))
+        .args(args(&skipping, &["--set", "skip_nonfinite_steps=true"]))
+        .env("SAPO_DEBUG_NAN_AT_STEP", "3")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let last = rows(&skipping).into_iter().filter(|row| row.contains_key("loss")).last().expect("rows");
+    assert_eq!(last["skipped_nonfinite_steps"].as_f64(), Some(1.0));
+}

@@ -51,6 +51,10 @@ pub struct Manifest {
 }
 
 fn write_file(dir: &Path, name: &str, bytes: &[u8], entries: &mut Vec<ManifestEntry>) -> Result<()> {
+    // Test hook: widen the window in which a kill lands inside a save.
+    if let Some(ms) = std::env::var("SAPO_DEBUG_SAVE_PAUSE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let path = dir.join(name);
     let mut file = File::create(&path).with_context(|| format!("{}", path.display()))?;
     file.write_all(bytes).with_context(|| format!("{}", path.display()))?;

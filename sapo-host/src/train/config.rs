@@ -109,6 +109,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("shuffle", "true", "shuffle the data each epoch (false: file order, as for peer comparisons)"),
     ("gradient_checkpointing", "false", "recompute layer activations in the backward pass (less memory)"),
     ("logging_steps", "1", "write a metrics line every this many optimizer steps"),
+    ("skip_nonfinite_steps", "false", "skip (and count) an update whose gradient is non-finite instead of stopping"),
     (
         "save_steps",
         "500",
@@ -174,6 +175,7 @@ pub struct TrainConfig {
     pub shuffle: bool,
     pub gradient_checkpointing: bool,
     pub logging_steps: u64,
+    pub skip_nonfinite_steps: bool,
     pub save_steps: u64,
     pub save_total_limit: usize,
     pub threads: usize,
@@ -310,6 +312,7 @@ fn method_defaults(method: Method) -> toml::Table {
     set("shuffle", B(true));
     set("gradient_checkpointing", B(false));
     set("logging_steps", I(1));
+    set("skip_nonfinite_steps", B(false));
     set("save_steps", I(500));
     set("save_total_limit", I(2));
     set("threads", I(0));

@@ -93,6 +93,7 @@ pub struct RunState {
     adamw_step: u64,
     tokens_seen: u64,
     train_seconds: f64,
+    skipped_steps: u64,
     reporter: ReporterState,
 }
 
@@ -159,6 +160,8 @@ pub struct Trainer {
     resume_state: Option<RunState>,
     /// The step of the last checkpoint written or resumed from.
     last_checkpoint: Option<u64>,
+    /// Steps whose update was skipped for a non-finite gradient.
+    skipped_steps: u64,
     tokens_seen: u64,
     train_seconds: f64,
 }
@@ -301,6 +304,7 @@ impl Trainer {
             eval_before: None,
             resume_state: None,
             last_checkpoint: None,
+            skipped_steps: 0,
             tokens_seen: 0,
             train_seconds: 0.0,
         })
@@ -525,11 +529,17 @@ impl Trainer {
         }
         self.tokens_seen = state.tokens_seen;
         self.train_seconds = state.train_seconds;
+        self.skipped_steps = state.skipped_steps;
         Ok(state.reporter)
     }
 
-    /// Writes a checkpoint of the whole run state at the current step.
+    /// Writes a checkpoint of the whole run state at the current step —
+    /// never of a bad state: non-finite weights stop the run instead, and
+    /// the previous checkpoint stays the newest.
     fn save_checkpoint(&mut self, reporter: &Reporter) -> Result<()> {
+        if let Some(tensor) = self.first_non_finite(&self.model.params)? {
+            bail!("step {}: weight `{tensor}` is non-finite; not writing a checkpoint of this state", self.step);
+        }
         let mut ref_cache: Vec<((usize, u8), f32)> = self.ref_cache.iter().map(|(k, v)| (*k, *v)).collect();
         ref_cache.sort_by_key(|(k, _)| *k);
         let adamw_step = match &self.optimizer {
@@ -550,6 +560,7 @@ impl Trainer {
             adamw_step,
             tokens_seen: self.tokens_seen,
             train_seconds: self.train_seconds,
+            skipped_steps: self.skipped_steps,
             reporter: reporter.state(),
         };
         let mut weights: Vec<(&'static str, &LlamaParams<CpuBackend>)> = vec![("policy", &self.model.params)];
@@ -685,25 +696,55 @@ impl Trainer {
     /// Clipping, the optimizer update and the step's bookkeeping; gradients
     /// are zeroed for the next step. Returns `(grad_norm, lr)`.
     fn optimizer_step(&mut self, schedule: &LrSchedule) -> Result<(f64, f64)> {
+        // Test hook: a NaN gradient at a chosen step.
+        if std::env::var("SAPO_DEBUG_NAN_AT_STEP").ok().and_then(|v| v.parse::<u64>().ok()) == Some(self.step + 1) {
+            let mut tensors = self.grads.tensors_mut();
+            if let Some(first) = tensors.first_mut() {
+                let mut values = self.backend.download(&**first)?;
+                values[0] = f32::NAN;
+                self.backend.write(&mut **first, &values)?;
+            }
+        }
         let norm = if self.cfg.max_grad_norm > 0.0 {
             model::clip_grad_norm(&self.backend, &mut self.grads, self.cfg.max_grad_norm)?
         } else {
             model::global_grad_norm(&self.backend, &self.grads)?
         };
-        if !norm.is_finite() {
-            bail!("step {}: the gradient norm is {norm}; stopping before the weights are touched", self.step + 1);
-        }
         let lr = schedule.learning_rate(self.cfg.learning_rate, self.phase_step);
-        match &mut self.optimizer {
-            Optimizer::AdamW(state, hp) => state.update(&self.backend, &mut self.model.params, &self.grads, lr, hp)?,
-            Optimizer::Rmsprop(state, hp) => {
-                state.update(&self.backend, &mut self.model.params, &self.grads, lr, hp)?
+        if !norm.is_finite() {
+            let culprit = self.first_non_finite(&self.grads)?.unwrap_or_else(|| "?".into());
+            if !self.cfg.skip_nonfinite_steps {
+                bail!(
+                    "step {}: the gradient of `{culprit}` is non-finite (norm {norm}); stopping before the weights are touched",
+                    self.step + 1
+                );
+            }
+            // Skip the update, keep the data order and the schedule moving.
+            self.skipped_steps += 1;
+        } else {
+            match &mut self.optimizer {
+                Optimizer::AdamW(state, hp) => {
+                    state.update(&self.backend, &mut self.model.params, &self.grads, lr, hp)?
+                }
+                Optimizer::Rmsprop(state, hp) => {
+                    state.update(&self.backend, &mut self.model.params, &self.grads, lr, hp)?
+                }
             }
         }
         self.grads.visit_mut(|g| self.backend.fill_zero(g))?;
         self.phase_step += 1;
         self.step += 1;
         Ok((norm, lr))
+    }
+
+    /// The Hugging Face name of the first tensor of `params` holding a NaN or an infinity.
+    fn first_non_finite(&self, params: &LlamaParams<CpuBackend>) -> Result<Option<String>> {
+        for (spec, tensor) in params.tensor_specs(&self.model.config).iter().zip(params.tensors()) {
+            if !self.backend.sum_of_squares(tensor)?.is_finite() {
+                return Ok(Some(spec.name.clone()));
+            }
+        }
+        Ok(None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -719,6 +760,9 @@ impl Trainer {
     ) -> Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         metrics.set("grad_norm", norm);
+        if self.cfg.skip_nonfinite_steps {
+            metrics.set("skipped_nonfinite_steps", self.skipped_steps as f64);
+        }
         metrics.set("learning_rate", lr);
         metrics.set("epoch", epoch);
         metrics.set("tokens_per_second", tokens as f64 / seconds.max(1e-9));
