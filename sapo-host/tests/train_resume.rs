@@ -206,3 +206,65 @@ fn a_nan_gradient_stops_naming_step_and_tensor_and_the_last_checkpoint_resumes()
     let last = rows(&skipping).into_iter().rfind(|row| row.contains_key("loss")).expect("rows");
     assert_eq!(last["skipped_nonfinite_steps"].as_f64(), Some(1.0));
 }
+
+#[test]
+fn reference_log_probs_are_cached_in_the_run_directory_and_keyed_by_model_and_data() {
+    let dir = run_dir("ref-cache");
+    let mut first: Vec<String> = args(&dir, &["--method", "dpo", "--overwrite"]);
+    first.retain(|arg| arg != "--quiet");
+    let (code, stderr) = sapo(&first, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("computing reference log-probs"), "{stderr}");
+    let cached: Vec<_> = std::fs::read_dir(dir.join("ref_logps")).unwrap().collect();
+    assert_eq!(cached.len(), 1);
+    let weights = final_weights(&dir);
+    // The same run again: the cache is reused, the result is the same.
+    let (code, stderr) = sapo(&first, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("reusing the reference log-probs"), "{stderr}");
+    assert!(final_weights(&dir) == weights);
+    // Other data: a new cache entry, never the stale one.
+    let mut other = first.clone();
+    other.extend(["--set".into(), "max_length=24".into(), "--set".into(), "max_prompt_length=16".into()]);
+    let (code, stderr) = sapo(&other, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("computing reference log-probs"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.join("ref_logps")).unwrap().count(), 2);
+}
+
+#[test]
+fn sigint_finishes_the_step_saves_and_exits_130_then_resumes_identically() {
+    let longer = ["--set", "max_steps=40", "--set", "save_steps=0"];
+    let straight = run_dir("sigint-straight");
+    let (code, stderr) = sapo(&args(&straight, &longer), None);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = run_dir("sigint");
+    let child = Command::new(env!("CARGO_BIN_EXE_sapo"))
+        .args(args(&dir, &longer))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait for the second step line, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let steps = std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |t| t.matches("\"loss\"").count());
+        if steps >= 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(0) {
+        eprintln!("the run finished before the signal arrived; nothing to check");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("checkpoint saved"), "{stderr}");
+    let (code, stderr) = sapo(&args(&dir, &longer), None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows(&dir), rows(&straight));
+    assert!(final_weights(&dir) == final_weights(&straight));
+}

@@ -531,7 +531,10 @@ impl TrainConfig {
         check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be ≥ 1")?;
         check(self.max_steps > 0 || self.num_train_epochs > 0, "num_train_epochs", "must be ≥ 1 when max_steps = 0")?;
         check(self.max_length >= 2, "max_length", "must be ≥ 2")?;
-        check(self.max_prompt_length < self.max_length, "max_prompt_length", "must be below max_length")?;
+        if self.max_prompt_length >= self.max_length {
+            let reason = format!("{} must be below max_length ({})", self.max_prompt_length, self.max_length);
+            return Err(("max_prompt_length", reason));
+        }
         check(self.max_grad_norm >= 0.0, "max_grad_norm", "must be ≥ 0")?;
         check(self.logging_steps >= 1, "logging_steps", "must be ≥ 1")?;
         check((0.0..=1.0).contains(&self.ema_decay), "ema_decay", "must be in [0, 1]")?;

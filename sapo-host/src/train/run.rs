@@ -849,26 +849,73 @@ impl Trainer {
         self.train_pairs_from(pairs, &objective, reporter)
     }
 
-    fn precompute_reference(&mut self, pairs: &[PairSeqs], reporter: &Reporter) -> Result<()> {
-        reporter.say(&format!("computing reference log-probs of {} pairs once", pairs.len()));
-        self.ref_cache.clear();
-        let batch = self.cfg.per_device_train_batch_size.max(1);
-        for (chunk_index, chunk) in pairs.chunks(batch).enumerate() {
-            let sequences: Vec<ScoredSeq> = chunk
-                .iter()
-                .flat_map(|p| {
-                    [
-                        ScoredSeq { prompt_len: p.prompt_len, tokens: p.chosen.clone() },
-                        ScoredSeq { prompt_len: p.prompt_len, tokens: p.rejected.clone() },
-                    ]
-                })
-                .collect();
-            let sums = self.reference_scores(&sequences)?;
-            for (offset, pair_sums) in sums.chunks(2).enumerate() {
-                let index = chunk_index * batch + offset;
-                self.ref_cache.insert((index, 0), pair_sums[0]);
-                self.ref_cache.insert((index, 1), pair_sums[1]);
+    /// The file in `ref_logps/` for these pairs under the current reference:
+    /// named by a CRC-32 of the reference weights and one of the tokenised
+    /// pairs, so a changed model or data never reads a stale cache.
+    fn reference_cache_path(&self, pairs: &[PairSeqs]) -> Result<PathBuf> {
+        let mut weights = crc32fast::Hasher::new();
+        let reference = self.reference.as_ref().unwrap_or(&self.model.params);
+        for tensor in reference.tensors() {
+            let values = self.backend.download(tensor)?;
+            values.iter().for_each(|v| weights.update(&v.to_le_bytes()));
+        }
+        let mut data = crc32fast::Hasher::new();
+        for pair in pairs {
+            data.update(&(pair.prompt_len as u64).to_le_bytes());
+            for side in [&pair.chosen, &pair.rejected] {
+                data.update(&(side.len() as u64).to_le_bytes());
+                side.iter().for_each(|t| data.update(&t.to_le_bytes()));
             }
+        }
+        let name = format!("{:08x}-{:08x}.bin", weights.finalize(), data.finalize());
+        Ok(self.cfg.output_dir.join("ref_logps").join(name))
+    }
+
+    fn precompute_reference(&mut self, pairs: &[PairSeqs], reporter: &Reporter) -> Result<()> {
+        self.ref_cache.clear();
+        let path = self.reference_cache_path(pairs)?;
+        let cached: Option<Vec<f32>> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| checkpoint::decode_state(&bytes).ok().and_then(|p| postcard::from_bytes(p).ok()))
+            .filter(|sums: &Vec<f32>| sums.len() == 2 * pairs.len());
+        let sums = match cached {
+            Some(sums) => {
+                reporter.say(&format!(
+                    "reusing the reference log-probs of {} pairs from {}",
+                    pairs.len(),
+                    path.display()
+                ));
+                sums
+            }
+            None => {
+                reporter.say(&format!(
+                    "computing reference log-probs of {} pairs once → {}",
+                    pairs.len(),
+                    path.display()
+                ));
+                let mut sums = Vec::with_capacity(2 * pairs.len());
+                for chunk in pairs.chunks(self.cfg.per_device_train_batch_size.max(1)) {
+                    let sequences: Vec<ScoredSeq> = chunk
+                        .iter()
+                        .flat_map(|p| {
+                            [
+                                ScoredSeq { prompt_len: p.prompt_len, tokens: p.chosen.clone() },
+                                ScoredSeq { prompt_len: p.prompt_len, tokens: p.rejected.clone() },
+                            ]
+                        })
+                        .collect();
+                    sums.extend(self.reference_scores(&sequences)?);
+                }
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+                }
+                crate::hf::write_atomically(&path, &checkpoint::encode_state(&postcard::to_allocvec(&sums)?))?;
+                sums
+            }
+        };
+        for (index, pair_sums) in sums.chunks(2).enumerate() {
+            self.ref_cache.insert((index, 0), pair_sums[0]);
+            self.ref_cache.insert((index, 1), pair_sums[1]);
         }
         Ok(())
     }
