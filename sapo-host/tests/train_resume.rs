@@ -268,3 +268,46 @@ fn sigint_finishes_the_step_saves_and_exits_130_then_resumes_identically() {
     assert_eq!(rows(&dir), rows(&straight));
     assert!(final_weights(&dir) == final_weights(&straight));
 }
+
+#[test]
+fn incomplete_half_deleted_and_wrong_version_checkpoints_are_refused_naming_the_file() {
+    use sapo_host::train::checkpoint;
+    let dir = run_dir("corrupt");
+    let (code, stderr) = sapo(&args(&dir, &[]), Some(2));
+    assert_eq!(code, 130, "{stderr}");
+    let backend = sapo_core::cpu::CpuBackend::new();
+    let config = sapo_host::model_files::load(&backend, &fixtures_dir().join("task/model")).expect("model").config;
+    let step = dir.join("checkpoints/step-2");
+    checkpoint::load(&backend, &config, &step).expect("the checkpoint verifies");
+
+    let copy = |name: &str| {
+        let target = dir.join("checkpoints").join(name);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(&step).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        target
+    };
+    let half_deleted = copy("step-10");
+    std::fs::remove_file(half_deleted.join("ema.safetensors")).unwrap();
+    let error = format!("{:#}", checkpoint::load(&backend, &config, &half_deleted).unwrap_err());
+    assert!(error.contains("step-10/ema.safetensors") && error.contains("unreadable"), "{error}");
+
+    let wrong_version = copy("step-11");
+    let manifest = std::fs::read_to_string(wrong_version.join("manifest.json")).unwrap();
+    std::fs::write(wrong_version.join("manifest.json"), manifest.replace("\"format\": 1", "\"format\": 9")).unwrap();
+    let error = format!("{:#}", checkpoint::load(&backend, &config, &wrong_version).unwrap_err());
+    assert!(error.contains("step-11/manifest.json") && error.contains("format 9"), "{error}");
+
+    let no_manifest = copy("step-12");
+    std::fs::remove_file(no_manifest.join("manifest.json")).unwrap();
+    let error = format!("{:#}", checkpoint::load(&backend, &config, &no_manifest).unwrap_err());
+    assert!(error.contains("no manifest"), "{error}");
+
+    // Resuming skips all three (the manifest-less one is not a checkpoint at
+    // all) and continues from step 2.
+    let (code, stderr) = sapo(&args(&dir, &[]).into_iter().filter(|a| a != "--quiet").collect::<Vec<_>>(), None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("skipped a checkpoint") && stderr.contains("(step 2)"), "{stderr}");
+}
