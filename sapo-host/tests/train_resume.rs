@@ -47,7 +47,9 @@ fn rows(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
         .filter_map(|value| value.as_object().cloned())
         .filter(|row| row.get("event").and_then(Value::as_str) != Some("summary"))
         .map(|mut row| {
-            row.retain(|key, _| !key.starts_with("time/") && key != "step_seconds" && key != "tokens_per_second");
+            row.retain(|key, _| {
+                !key.starts_with("time/") && !["step_seconds", "tokens_per_second", "seconds"].contains(&key.as_str())
+            });
             row
         })
         .collect()
@@ -310,4 +312,33 @@ fn incomplete_half_deleted_and_wrong_version_checkpoints_are_refused_naming_the_
     let (code, stderr) = sapo(&args(&dir, &[]).into_iter().filter(|a| a != "--quiet").collect::<Vec<_>>(), None);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("skipped a checkpoint") && stderr.contains("(step 2)"), "{stderr}");
+}
+
+#[test]
+fn spin_resumes_inside_an_iteration_and_at_its_boundary_bit_identically() {
+    let data = run_dir("spin-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl"))
+        .unwrap()
+        .lines()
+        .take(6)
+        .map(String::from)
+        .collect();
+    let path = data.join("six.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let data_set = format!("data={:?}", path.display().to_string());
+    // Iteration 1: 6 pairs → 2 steps; iteration 2: 12 pairs → 3 steps.
+    let method = ["--method", "spin", "--set", &data_set, "--set", "max_new_tokens=12", "--set", "max_steps=0"];
+    let straight = run_dir("spin-straight");
+    let (code, stderr) = sapo(&args(&straight, &method), None);
+    assert_eq!(code, 0, "{stderr}");
+    for stop in [2, 4] {
+        let dir = run_dir(&format!("spin-stop-{stop}"));
+        let (code, stderr) = sapo(&args(&dir, &method), Some(stop));
+        assert_eq!(code, 130, "{stderr}");
+        let (code, stderr) = sapo(&args(&dir, &method), None);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(rows(&dir), rows(&straight), "stopped at step {stop}");
+        assert!(final_weights(&dir) == final_weights(&straight), "stopped at step {stop}");
+    }
 }

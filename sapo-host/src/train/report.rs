@@ -186,6 +186,11 @@ impl Reporter {
         }
     }
 
+    /// Moves the bar to `position` (a resumed phase).
+    pub fn advance_to(&self, position: u64) {
+        self.bar.set_position(position);
+    }
+
     /// Advances the bar by one optimizer step.
     pub fn tick(&self) {
         self.bar.inc(1);

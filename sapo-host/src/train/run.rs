@@ -76,6 +76,15 @@ pub struct Interrupted {
     pub step: u64,
 }
 
+/// Where a SPIN run is: the iteration, its training pairs (its own first,
+/// then the previous iteration's) and how many are its own.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SpinProgress {
+    iteration: u64,
+    pairs: Vec<PairSeqs>,
+    current_len: usize,
+}
+
 /// Everything of a run that is not weights, as a checkpoint's `state.bin`
 /// holds it (postcard).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -94,6 +103,7 @@ pub struct RunState {
     tokens_seen: u64,
     train_seconds: f64,
     skipped_steps: u64,
+    spin: Option<SpinProgress>,
     reporter: ReporterState,
 }
 
@@ -162,6 +172,8 @@ pub struct Trainer {
     last_checkpoint: Option<u64>,
     /// Steps whose update was skipped for a non-finite gradient.
     skipped_steps: u64,
+    /// SPIN's iteration and pairs.
+    spin: Option<SpinProgress>,
     tokens_seen: u64,
     train_seconds: f64,
 }
@@ -305,6 +317,7 @@ impl Trainer {
             resume_state: None,
             last_checkpoint: None,
             skipped_steps: 0,
+            spin: None,
             tokens_seen: 0,
             train_seconds: 0.0,
         })
@@ -411,7 +424,7 @@ impl Trainer {
             TrainData::PromptChosen(examples) => self.train_spin(&examples, &mut reporter)?,
         }
         self.train_seconds = seconds_before + started.elapsed().as_secs_f64();
-        if cfg.method != Method::Spin && self.last_checkpoint != Some(self.step) {
+        if self.last_checkpoint != Some(self.step) {
             self.save_checkpoint(&reporter)?;
         }
         reporter.finish();
@@ -465,16 +478,10 @@ impl Trainer {
     /// so [`Trainer::run`] continues the run exactly where it stopped.
     ///
     /// # Errors
-    /// No checkpoint verifies (the reasons are named), SPIN (not resumable
-    /// yet), or a config that differs from the checkpoint's in a field that
+    /// No checkpoint verifies (the reasons are named), or a config that differs from the checkpoint's in a field that
     /// changes the result (the differences are listed) unless
     /// `allow_config_change`.
     pub fn resume(cfg: TrainConfig, allow_config_change: bool) -> Result<(Self, Vec<String>)> {
-        if cfg.method == Method::Spin {
-            bail!(
-                "resuming a SPIN run is not supported yet (its generated pairs are not checkpointed); use --overwrite"
-            );
-        }
         let mut trainer = Trainer::new(cfg)?;
         let (loaded, skipped) =
             checkpoint::load_newest(&trainer.backend, &trainer.model.config, &trainer.cfg.output_dir)?;
@@ -530,6 +537,7 @@ impl Trainer {
         self.tokens_seen = state.tokens_seen;
         self.train_seconds = state.train_seconds;
         self.skipped_steps = state.skipped_steps;
+        self.spin = state.spin;
         Ok(state.reporter)
     }
 
@@ -561,6 +569,7 @@ impl Trainer {
             tokens_seen: self.tokens_seen,
             train_seconds: self.train_seconds,
             skipped_steps: self.skipped_steps,
+            spin: self.spin.clone(),
             reporter: reporter.state(),
         };
         let mut weights: Vec<(&'static str, &LlamaParams<CpuBackend>)> = vec![("policy", &self.model.params)];
@@ -785,7 +794,7 @@ impl Trainer {
         }
         let signal = INTERRUPT.load(Ordering::SeqCst);
         let due = self.cfg.save_steps > 0 && self.step % self.cfg.save_steps == 0;
-        if self.cfg.method != Method::Spin && (due || signal != 0) {
+        if due || signal != 0 {
             self.save_checkpoint(reporter)?;
         }
         if signal != 0 {
@@ -1193,72 +1202,95 @@ impl Trainer {
     fn train_spin(&mut self, examples: &[PromptChosen], reporter: &mut Reporter) -> Result<()> {
         let objective = objective_for(&self.cfg, Method::Spin).expect("spin objective");
         let eos = self.eos_id()?;
+        // A resumed run continues inside the iteration its checkpoint was in.
+        let mut resumed = self.spin.take();
+        let first = resumed.as_ref().map_or(1, |progress| progress.iteration);
         let mut previous: Vec<PairSeqs> = Vec::new();
-        for iteration in 1..=self.cfg.spin_iterations {
+        for iteration in first..=self.cfg.spin_iterations {
             reporter.phase(&format!("spin {iteration}/{}", self.cfg.spin_iterations));
-            // The model this iteration starts from generates the rejected
-            // responses and is the fixed reference.
-            let sampling = self.sampling();
-            let mut current = Vec::with_capacity(examples.len());
-            let mut generated_total = 0;
-            let chunk = 32;
-            let generation_started = Instant::now();
-            for start in (0..examples.len()).step_by(chunk) {
-                let end = (start + chunk).min(examples.len());
-                let views: Vec<&[u32]> = examples[start..end].iter().map(|e| e.prompt.as_slice()).collect();
-                let mut rngs = self.next_rngs(end - start);
-                let outputs = self.sampler.generate(
-                    &self.backend,
-                    &self.model.config,
-                    &self.model.params,
-                    &views,
-                    self.cfg.max_new_tokens,
-                    &self.model.eos_ids,
-                    sampling,
-                    &mut rngs,
-                )?;
-                for (example, mut generated) in examples[start..end].iter().zip(outputs) {
-                    if let Some(position) = generated.iter().position(|t| self.model.eos_ids.contains(t)) {
-                        generated.truncate(position + 1);
-                        generated[position] = eos;
-                    }
-                    if generated.is_empty() {
-                        generated.push(eos);
-                    }
-                    if generated.last() == Some(&eos) {
-                        generated.extend_from_slice(end_of_turn_tail(&example.chosen, eos));
-                    }
-                    generated_total += generated.len();
-                    current.push(cut_pair(
-                        &example.prompt,
-                        &example.chosen,
-                        &generated,
-                        self.cfg.max_length,
-                        self.cfg.max_prompt_length,
-                    ));
+            let (pairs, current_len) = match resumed.take() {
+                Some(progress) => (progress.pairs, progress.current_len),
+                None => {
+                    let current = self.spin_generate(examples, eos, iteration, reporter)?;
+                    // Iteration t trains on the pairs of t and t − 1.
+                    let current_len = current.len();
+                    let mut pairs = current;
+                    pairs.append(&mut previous);
+                    // Reference = this iteration's starting model; its log-probs once.
+                    self.reference = None;
+                    self.precompute_reference(&pairs, reporter)?;
+                    self.optimizer = Self::fresh_optimizer(&self.backend, &self.cfg, &self.model.config)?;
+                    self.phase_step = 0;
+                    (pairs, current_len)
                 }
-            }
-            let mean_length = generated_total as f64 / examples.len().max(1) as f64;
-            reporter.log_event(serde_json::json!({
-                "event": "spin_generation",
-                "iteration": iteration,
-                "step": self.step,
-                "samples/mean_length": mean_length,
-                "seconds": generation_started.elapsed().as_secs_f64(),
-            }))?;
-            // Iteration t trains on the pairs of t and t − 1.
-            let mut pairs = current.clone();
-            pairs.extend(previous.iter().cloned());
-            previous = current;
-            // Reference = this iteration's starting model; its log-probs once.
-            self.reference = None;
-            self.precompute_reference(&pairs, reporter)?;
-            self.optimizer = Self::fresh_optimizer(&self.backend, &self.cfg, &self.model.config)?;
-            self.phase_step = 0;
+            };
             reporter.reset(Schedule::new(&self.cfg, pairs.len()).total_steps);
+            reporter.advance_to(self.phase_step);
+            self.spin = Some(SpinProgress { iteration, pairs, current_len });
+            let pairs = self.spin.as_ref().map(|p| p.pairs.clone()).unwrap_or_default();
             self.train_pairs_from(&pairs, &objective, reporter)?;
+            previous = pairs[..current_len].to_vec();
         }
         Ok(())
+    }
+
+    /// SPIN: one rejected response per prompt from the current model.
+    fn spin_generate(
+        &mut self,
+        examples: &[PromptChosen],
+        eos: u32,
+        iteration: u64,
+        reporter: &mut Reporter,
+    ) -> Result<Vec<PairSeqs>> {
+        let sampling = self.sampling();
+        let mut current = Vec::with_capacity(examples.len());
+        let mut generated_total = 0;
+        let chunk = 32;
+        let generation_started = Instant::now();
+        for start in (0..examples.len()).step_by(chunk) {
+            let end = (start + chunk).min(examples.len());
+            let views: Vec<&[u32]> = examples[start..end].iter().map(|e| e.prompt.as_slice()).collect();
+            let mut rngs = self.next_rngs(end - start);
+            let outputs = self.sampler.generate(
+                &self.backend,
+                &self.model.config,
+                &self.model.params,
+                &views,
+                self.cfg.max_new_tokens,
+                &self.model.eos_ids,
+                sampling,
+                &mut rngs,
+            )?;
+            for (example, mut generated) in examples[start..end].iter().zip(outputs) {
+                if let Some(position) = generated.iter().position(|t| self.model.eos_ids.contains(t)) {
+                    generated.truncate(position + 1);
+                    generated[position] = eos;
+                }
+                if generated.is_empty() {
+                    generated.push(eos);
+                }
+                if generated.last() == Some(&eos) {
+                    generated.extend_from_slice(end_of_turn_tail(&example.chosen, eos));
+                }
+                generated_total += generated.len();
+                current.push(cut_pair(
+                    &example.prompt,
+                    &example.chosen,
+                    &generated,
+                    self.cfg.max_length,
+                    self.cfg.max_prompt_length,
+                ));
+            }
+        }
+        let mean_length = generated_total as f64 / examples.len().max(1) as f64;
+        reporter.log_event(serde_json::json!({
+            "event": "spin_generation",
+            "iteration": iteration,
+            "step": self.step,
+            "samples/mean_length": mean_length,
+            "seconds": generation_started.elapsed().as_secs_f64(),
+        }))?;
+        Ok(current)
     }
 }
 
