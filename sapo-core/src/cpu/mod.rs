@@ -567,12 +567,44 @@ impl Backend for CpuBackend {
         lr: f64,
         hp: &RmspropParams,
     ) -> Result<(), CpuError> {
-        let state = crate::optim::RmspropState { square_avg: &mut square_avg.0, grad_avg: None, momentum_buffer: None };
-        Ok(crate::optim::rmsprop_update(&mut params.0, &grads.0, state, lr, hp)?)
+        // Without momentum or centring the update is elementwise, so chunks
+        // update independently (across threads with feature `fast`), with
+        // the same bits as one pass; the whole-slice call checks everything
+        // first (lengths, hyper-parameters) so a bad call writes nothing.
+        const OP: &str = "rmsprop_step";
+        let n = params.0.len();
+        error::check_len(OP, "grads", grads.0.len(), n)?;
+        error::check_len(OP, "square_avg", square_avg.0.len(), n)?;
+        crate::optim::RmspropStep::new(lr, hp)?;
+        if hp.momentum != 0.0 || hp.centered {
+            let state =
+                crate::optim::RmspropState { square_avg: &mut square_avg.0, grad_avg: None, momentum_buffer: None };
+            return Ok(crate::optim::rmsprop_update(&mut params.0, &grads.0, state, lr, hp)?);
+        }
+        let chunk = par::CHUNK;
+        #[allow(unused_imports)]
+        use par::prelude::*;
+        par::chunks_mut!(params.0.as_mut_slice(), chunk)
+            .zip(par::chunks!(grads.0.as_slice(), chunk))
+            .zip(par::chunks_mut!(square_avg.0.as_mut_slice(), chunk))
+            .try_for_each(|((p, g), v)| {
+                let state = crate::optim::RmspropState { square_avg: v, grad_avg: None, momentum_buffer: None };
+                crate::optim::rmsprop_update(p, g, state, lr, hp)
+            })?;
+        Ok(())
     }
 
     fn ema_update(&self, ema: &mut CpuBuffer<f32>, params: &CpuBuffer<f32>, decay: f64) -> Result<(), CpuError> {
-        Ok(crate::ema::ema_update(&mut ema.0, &params.0, decay)?)
+        // Checked whole first (nothing written on error), then elementwise by chunks.
+        crate::ema::ema_update(&mut ema.0[..0], &params.0[..0], decay)?;
+        error::check_len("ema_update", "params", params.0.len(), ema.0.len())?;
+        let chunk = par::CHUNK;
+        #[allow(unused_imports)]
+        use par::prelude::*;
+        par::chunks_mut!(ema.0.as_mut_slice(), chunk)
+            .zip(par::chunks!(params.0.as_slice(), chunk))
+            .try_for_each(|(e, p)| crate::ema::ema_update(e, p, decay))?;
+        Ok(())
     }
 
     fn sum_of_squares(&self, x: &CpuBuffer<f32>) -> Result<f64, CpuError> {
@@ -580,7 +612,9 @@ impl Backend for CpuBackend {
     }
 
     fn scale(&self, x: &mut CpuBuffer<f32>, factor: f32) -> Result<(), CpuError> {
-        x.0.iter_mut().for_each(|v| *v *= factor);
+        #[allow(unused_imports)]
+        use par::prelude::*;
+        par::chunks_mut!(x.0.as_mut_slice(), par::CHUNK).for_each(|chunk| chunk.iter_mut().for_each(|v| *v *= factor));
         Ok(())
     }
 }
