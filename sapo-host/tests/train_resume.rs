@@ -235,40 +235,42 @@ fn reference_log_probs_are_cached_in_the_run_directory_and_keyed_by_model_and_da
 }
 
 #[test]
-fn sigint_finishes_the_step_saves_and_exits_130_then_resumes_identically() {
+fn sigint_and_sigterm_finish_the_step_save_and_exit_130_143_then_resume_identically() {
     let longer = ["--set", "max_steps=40", "--set", "save_steps=0"];
-    let straight = run_dir("sigint-straight");
+    let straight = run_dir("signal-straight");
     let (code, stderr) = sapo(&args(&straight, &longer), None);
     assert_eq!(code, 0, "{stderr}");
-    let dir = run_dir("sigint");
-    let child = Command::new(env!("CARGO_BIN_EXE_sapo"))
-        .args(args(&dir, &longer))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // Wait for the second step line, then interrupt.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let steps = std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |t| t.matches("\"loss\"").count());
-        if steps >= 2 || std::time::Instant::now() > deadline {
-            break;
+    for (signal, expected_code) in [("INT", 130), ("TERM", 143)] {
+        let dir = run_dir(&format!("signal-{signal}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_sapo"))
+            .args(args(&dir, &longer))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Wait for the second step line, then signal.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let steps = std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |t| t.matches("\"loss\"").count());
+            if steps >= 2 || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let status = Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() == Some(0) {
+            eprintln!("SIG{signal}: the run finished before the signal arrived; nothing to check");
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(expected_code), "SIG{signal}: {stderr}");
+        assert!(stderr.contains("checkpoint saved"), "{stderr}");
+        let (code, stderr) = sapo(&args(&dir, &longer), None);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(rows(&dir), rows(&straight), "SIG{signal}");
+        assert!(final_weights(&dir) == final_weights(&straight), "SIG{signal}");
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-    let output = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(0) {
-        eprintln!("the run finished before the signal arrived; nothing to check");
-        return;
-    }
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("checkpoint saved"), "{stderr}");
-    let (code, stderr) = sapo(&args(&dir, &longer), None);
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(rows(&dir), rows(&straight));
-    assert!(final_weights(&dir) == final_weights(&straight));
 }
 
 #[test]
