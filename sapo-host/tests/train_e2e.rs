@@ -237,3 +237,56 @@ fn a_non_finite_loss_stops_with_the_step_number_and_exit_code_1() {
     assert!(stderr.contains("step 1") || stderr.contains("non-finite"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn sppo_sppo_hard_and_aipo_run_two_iterations_with_the_rule_oracle() {
+    let data = run_dir("ranked-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl"))
+        .unwrap()
+        .lines()
+        .skip(3) // any 12 prompts; some tie in all samples, which AIPO drops
+        .take(12)
+        .map(String::from)
+        .collect();
+    let path = data.join("twelve.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    for method in ["sppo", "sppo_hard", "aipo"] {
+        let cfg = config(
+            &format!("ranked-{method}"),
+            &[
+                &format!("method=\"{method}\""),
+                &format!("data={:?}", path.display().to_string()),
+                "iterations=2",
+                "num_samples=4",
+                "max_new_tokens=16",
+                "max_steps=0",
+            ],
+        );
+        let dir = cfg.output_dir.clone();
+        let summary = Trainer::new(cfg).expect("trainer").run(true).expect(method);
+        assert!(summary.steps >= 2, "{method}: {} steps", summary.steps);
+        let lines = metric_lines(&dir);
+        let iterations: Vec<_> =
+            lines.iter().filter(|l| l.get("event").and_then(Value::as_str) == Some("iteration_samples")).collect();
+        assert_eq!(iterations.len(), 2, "{method}");
+        for (index, event) in iterations.iter().enumerate() {
+            for key in ["samples/mean_length", "samples/chosen_mean_length", "oracle/mean_score"] {
+                assert!(event[key].as_f64().is_some_and(f64::is_finite), "{method}: {key}");
+            }
+            let samples = std::fs::read_to_string(dir.join(format!("samples/iteration-{}.jsonl", index + 1))).unwrap();
+            assert_eq!(samples.lines().count(), 12, "{method}: one line per prompt");
+            for line in samples.lines() {
+                let record: Value = serde_json::from_str(line).expect("well-formed JSON");
+                assert_eq!(record["responses"].as_array().map(Vec::len), Some(4));
+                assert_eq!(record["scores"].as_array().map(Vec::len), Some(4));
+            }
+            assert!(dir.join(format!("iterations/iteration-{}/model.safetensors", index + 1)).exists());
+        }
+        let steps: Vec<_> = lines.iter().filter(|l| l.contains_key("loss")).collect();
+        assert!(steps.iter().all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)), "{method}");
+        if method == "aipo" {
+            assert!(steps[0].contains_key("regularization_term"), "AIPO's metrics");
+        }
+    }
+}

@@ -344,3 +344,44 @@ fn spin_resumes_inside_an_iteration_and_at_its_boundary_bit_identically() {
         assert!(final_weights(&dir) == final_weights(&straight), "stopped at step {stop}");
     }
 }
+
+#[test]
+fn sppo_resumes_inside_an_iteration_bit_identically() {
+    let data = run_dir("sppo-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl"))
+        .unwrap()
+        .lines()
+        .take(8)
+        .map(String::from)
+        .collect();
+    let path = data.join("eight.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let data_set = format!("data={:?}", path.display().to_string());
+    let method = [
+        "--method",
+        "sppo",
+        "--set",
+        &data_set,
+        "--set",
+        "max_new_tokens=12",
+        "--set",
+        "max_steps=0",
+        "--set",
+        "iterations=2",
+        "--set",
+        "num_samples=3",
+    ];
+    let straight = run_dir("sppo-straight");
+    let (code, stderr) = sapo(&args(&straight, &method), None);
+    assert_eq!(code, 0, "{stderr}");
+    for stop in [1, 3] {
+        let dir = run_dir(&format!("sppo-stop-{stop}"));
+        let (code, stderr) = sapo(&args(&dir, &method), Some(stop));
+        assert_eq!(code, 130, "{stderr}");
+        let (code, stderr) = sapo(&args(&dir, &method), None);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(rows(&dir), rows(&straight), "stopped at step {stop}");
+        assert!(final_weights(&dir) == final_weights(&straight), "stopped at step {stop}");
+    }
+}

@@ -32,6 +32,12 @@ pub enum Method {
     Orpo,
     /// Self-play fine-tuning: iterations against the previous model.
     Spin,
+    /// SPPO (soft win-rate targets): iterations of K samples ranked by an oracle.
+    Sppo,
+    /// SPPO with hard targets.
+    SppoHard,
+    /// AIPO: iterations of best/worst pairs with the AIPO loss.
+    Aipo,
 }
 
 impl Method {
@@ -45,6 +51,9 @@ impl Method {
             Method::Hinge => "hinge",
             Method::Orpo => "orpo",
             Method::Spin => "spin",
+            Method::Sppo => "sppo",
+            Method::SppoHard => "sppo_hard",
+            Method::Aipo => "aipo",
         }
     }
 
@@ -57,10 +66,12 @@ impl Method {
             "hinge" => Method::Hinge,
             "orpo" => Method::Orpo,
             "spin" => Method::Spin,
-            "sppo" | "sppo_hard" | "aipo" => {
-                bail!("method `{name}` needs the iterative ranking pipeline, which sapo does not have yet")
+            "sppo" => Method::Sppo,
+            "sppo_hard" => Method::SppoHard,
+            "aipo" => Method::Aipo,
+            other => {
+                bail!("unknown method `{other}` (sft, sapo, dpo, ipo, hinge, orpo, spin, sppo, sppo_hard or aipo)")
             }
-            other => bail!("unknown method `{other}` (sft, sapo, dpo, ipo, hinge, orpo or spin)"),
         })
     }
 }
@@ -68,7 +79,7 @@ impl Method {
 /// Every field: name, default (as shown in `--help`), and what it does.
 /// The order is the order of `sapo train --help` and of `config.toml`.
 pub const FIELDS: &[(&str, &str, &str)] = &[
-    ("method", "sapo", "sft | sapo | dpo | ipo | hinge | orpo | spin"),
+    ("method", "sapo", "sft | sapo | dpo | ipo | hinge | orpo | spin | sppo | sppo_hard | aipo"),
     ("model", "fixtures/task/model", "Hugging Face model directory or .gguf file to start from"),
     ("data", "fixtures/task/data/train.jsonl", "training data, TRL's JSONL shapes (see docs/training.md)"),
     (
@@ -133,7 +144,14 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("top_k", "50", "sampling top-k (0 = off)"),
     ("top_p", "0.95", "sampling top-p (1 = off)"),
     ("spin_iterations", "2", "SPIN: iterations (each generates, then trains against the model it started from)"),
-    ("max_new_tokens", "256", "SPIN: most tokens generated per rejected response"),
+    ("max_new_tokens", "256", "SPIN, SPPO, AIPO: most tokens generated per response"),
+    ("iterations", "3", "SPPO, AIPO: iterations (sample K per prompt, rank with the oracle, train one pass)"),
+    ("num_samples", "5", "SPPO, AIPO: responses sampled per prompt (K)"),
+    ("oracle", "rule", "SPPO, AIPO: rule (the shipped task's judge) or length (prefers longer answers)"),
+    ("skip_ties", "false", "SPPO: drop prompts whose K responses all tie (AIPO always drops them)"),
+    ("aipo_alpha", "0.07", "AIPO: α, the (1+α) scaling of the reference margin"),
+    ("aipo_lambda", "0.2", "AIPO: λ, weight of the length-normalised NLL of the chosen response"),
+    ("aipo_gamma", "0.0", "AIPO: γ, target margin"),
     ("eval_max_new_tokens", "32", "most tokens generated per held-out prompt by the task evaluation"),
 ];
 
@@ -192,7 +210,24 @@ pub struct TrainConfig {
     pub top_p: f32,
     pub spin_iterations: u64,
     pub max_new_tokens: usize,
+    pub iterations: u64,
+    pub num_samples: usize,
+    pub oracle: OracleName,
+    pub skip_ties: bool,
+    pub aipo_alpha: f64,
+    pub aipo_lambda: f64,
+    pub aipo_gamma: f64,
     pub eval_max_new_tokens: usize,
+}
+
+/// The preference oracle of SPPO and AIPO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OracleName {
+    /// The shipped task's judge: score in [0, 1] per response.
+    Rule,
+    /// Response length in tokens: prefers longer answers (AIPO's drift).
+    Length,
 }
 
 /// Where the starting weights come from.
@@ -329,6 +364,13 @@ fn method_defaults(method: Method) -> toml::Table {
     set("top_p", F(0.95));
     set("spin_iterations", I(2));
     set("max_new_tokens", I(256));
+    set("iterations", I(3));
+    set("num_samples", I(5));
+    set("oracle", s("rule"));
+    set("skip_ties", B(false));
+    set("aipo_alpha", F(0.07));
+    set("aipo_lambda", F(0.2));
+    set("aipo_gamma", F(0.0));
     set("eval_max_new_tokens", I(32));
     // Per-method values from the authors / TRL.
     match method {
@@ -342,6 +384,21 @@ fn method_defaults(method: Method) -> toml::Table {
         }
         // SPIN: RMSprop, lr 5e-7, β 0.1.
         Method::Spin => {
+            set("optimizer", s("rmsprop"));
+            set("learning_rate", F(5e-7));
+            set("warmup_ratio", F(0.1));
+        }
+        // SPPO: RMSprop, lr 5e-7, η = 1/β = 1000, sampling temperature 0.7, top-p 0.9.
+        Method::Sppo | Method::SppoHard => {
+            set("optimizer", s("rmsprop"));
+            set("learning_rate", F(5e-7));
+            set("warmup_ratio", F(0.1));
+            set("beta", F(0.001));
+            set("top_k", I(0));
+            set("top_p", F(0.9));
+        }
+        // AIPO: the DPO-like recipe of its iterations (β 0.1, α 0.07, λ 0.2).
+        Method::Aipo => {
             set("optimizer", s("rmsprop"));
             set("learning_rate", F(5e-7));
             set("warmup_ratio", F(0.1));
@@ -516,6 +573,9 @@ const FLOAT_KEYS: &[&str] = &[
     "ema_decay",
     "temperature",
     "top_p",
+    "aipo_alpha",
+    "aipo_lambda",
+    "aipo_gamma",
 ];
 
 impl TrainConfig {
@@ -545,6 +605,8 @@ impl TrainConfig {
         check(self.top_p > 0.0 && self.top_p <= 1.0, "top_p", "must be in (0, 1]")?;
         check(self.spin_iterations >= 1, "spin_iterations", "must be ≥ 1")?;
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be ≥ 1")?;
+        check(self.iterations >= 1, "iterations", "must be ≥ 1")?;
+        check(self.num_samples >= 2, "num_samples", "must be ≥ 2 (a chosen and a rejected)")?;
         check(self.initializer_range > 0.0, "initializer_range", "must be > 0")?;
         Ok(())
     }
@@ -612,8 +674,8 @@ mod tests {
         assert!(error.contains("--set optimizer=sgd") && error.contains("optimizer"), "{error}");
         let error = resolve(None, &["top_p=2".into()]).unwrap_err().to_string();
         assert!(error.contains("top_p") && error.contains("(0, 1]"), "{error}");
-        let error = resolve(None, &["method=sppo".into()]).unwrap_err().to_string();
-        assert!(error.contains("sppo"), "{error}");
+        let error = resolve(None, &["method=sppx".into()]).unwrap_err().to_string();
+        assert!(error.contains("sppx"), "{error}");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum TrainData {
     Pairs(Vec<PairSeqs>),
     /// Prompts with a chosen response (SAPO, SPIN).
     PromptChosen(Vec<PromptChosen>),
+    /// Prompts only, with their text for the oracle (SPPO, AIPO).
+    Prompts(Vec<super::eval::EvalPrompt>),
 }
 
 impl TrainData {
@@ -38,6 +40,7 @@ impl TrainData {
             TrainData::Sft(v) => v.len(),
             TrainData::Pairs(v) => v.len(),
             TrainData::PromptChosen(v) => v.len(),
+            TrainData::Prompts(v) => v.len(),
         }
     }
 
@@ -81,10 +84,14 @@ pub fn load(
     if !path.exists() {
         bail!("{}: no such data file", path.display());
     }
+    if matches!(config.method, Method::Sppo | Method::SppoHard | Method::Aipo) {
+        return Ok(TrainData::Prompts(super::eval::read_prompts(path, tokenizer, template)?));
+    }
     let kind = match config.method {
         Method::Sft => DatasetKind::Sft,
         Method::Dpo | Method::Ipo | Method::Hinge | Method::Orpo => DatasetKind::Preference,
         Method::Sapo | Method::Spin => DatasetKind::PromptChosen,
+        Method::Sppo | Method::SppoHard | Method::Aipo => DatasetKind::PromptOnly,
     };
     let truncation = match config.method {
         Method::Sft => Truncation::KeepStart { max_length: config.max_length },
@@ -119,6 +126,7 @@ pub fn load(
                 })
                 .collect(),
         ),
+        Method::Sppo | Method::SppoHard | Method::Aipo => unreachable!("read as prompts above"),
         Method::Sapo | Method::Spin => TrainData::PromptChosen(
             dataset
                 .examples

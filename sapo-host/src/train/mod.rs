@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod oracle;
 pub mod passes;
 pub mod report;
 pub mod run;

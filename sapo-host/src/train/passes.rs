@@ -173,7 +173,8 @@ pub struct ReferenceLogps {
     pub rejected: Vec<f32>,
 }
 
-/// Forward, objective and backward for one micro-batch of pairs;
+/// Forward, objective and backward for one micro-batch of pairs (SPPO's
+/// win-rate targets in `win_rates`);
 /// gradients (scaled by `scale`, `1/gradient_accumulation_steps`) are
 /// accumulated into `grads`.
 ///
@@ -187,6 +188,7 @@ pub fn pair_step(
     ws: &mut Workspace,
     pairs: &[&PairSeqs],
     reference: Option<&ReferenceLogps>,
+    win_rates: Option<(&[f64], &[f64])>,
     objective: &Objective,
     scale: f64,
 ) -> Result<PairStepOutput> {
@@ -230,6 +232,9 @@ pub fn pair_step(
     }
     if orpo_prompt_nll {
         batch = batch.with_chosen_nll(&nll_logps, &nll_counts);
+    }
+    if let Some((chosen_rates, rejected_rates)) = win_rates {
+        batch = batch.with_win_rates(chosen_rates, rejected_rates);
     }
     let out = objective.compute(&batch).map_err(|e| anyhow!("{e}"))?;
     let mut d_sums = vec![0.0_f32; sequences.len()];

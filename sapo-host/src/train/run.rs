@@ -12,12 +12,16 @@ use anyhow::{Context, Result, anyhow, bail};
 use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{self, AdamWState, LlamaConfig, LlamaParams, RmspropState};
-use sapo_core::objectives::{DpoParams, HingeParams, IpoParams, NllScope, Objective, OrpoParams, SpinParams};
+use sapo_core::objectives::{
+    AipoParams, DpoParams, HingeParams, IpoParams, NllScope, Objective, OrpoParams, SpinParams, SppoHardParams,
+    SppoParams,
+};
 use sapo_core::optim::{AdamWParams, LrSchedule, RmspropParams, warmup_steps_from_ratio};
 use sapo_core::replay::{ReplayBuffer, SamplingPolicy};
 use sapo_core::rng::SapoRng;
 use sapo_core::sampling::SamplingParams;
 use sapo_core::segment::{self, SegmentConfig};
+use sapo_core::sppo::{self, TiePolicy};
 
 use super::checkpoint::{self, CheckpointParts};
 use super::config::{
@@ -83,6 +87,8 @@ pub struct SpinProgress {
     iteration: u64,
     pairs: Vec<PairSeqs>,
     current_len: usize,
+    /// SPPO's `(P̂_w, P̂_l)` per pair (empty otherwise).
+    win_rates: Vec<(f64, f64)>,
 }
 
 /// Everything of a run that is not weights, as a checkpoint's `state.bin`
@@ -106,6 +112,9 @@ pub struct RunState {
     spin: Option<SpinProgress>,
     reporter: ReporterState,
 }
+
+/// One iteration's pairs and SPPO's `(P̂_w, P̂_l)` per pair.
+type RankedPairs = (Vec<PairSeqs>, Vec<(f64, f64)>);
 
 /// Held-out pair figures: (share ranking chosen above rejected, reward
 /// accuracy and mean reward margin against the starting model).
@@ -193,6 +202,15 @@ fn objective_for(cfg: &TrainConfig, method: Method) -> Option<Objective> {
         Method::Hinge => Objective::Hinge(HingeParams { beta: cfg.beta }),
         Method::Orpo => Objective::Orpo(orpo),
         Method::Spin => Objective::Spin(SpinParams { beta: cfg.beta }),
+        Method::Sppo => Objective::Sppo(SppoParams { beta: cfg.beta }),
+        Method::SppoHard => Objective::SppoHard(SppoHardParams { beta: cfg.beta }),
+        Method::Aipo => Objective::Aipo(AipoParams {
+            beta: cfg.beta,
+            alpha: cfg.aipo_alpha,
+            lambda: cfg.aipo_lambda,
+            gamma: cfg.aipo_gamma,
+            label_smoothing: cfg.label_smoothing,
+        }),
         Method::Sapo => match cfg.objective {
             SapoObjective::Dpo => Objective::Dpo(DpoParams { beta: cfg.beta, label_smoothing: cfg.label_smoothing }),
             SapoObjective::Orpo => Objective::Orpo(orpo),
@@ -382,7 +400,11 @@ impl Trainer {
             Some(state) => Some(self.apply_state(state)?),
             None => None,
         };
-        let spin_iterations = if cfg.method == Method::Spin { cfg.spin_iterations } else { 1 };
+        let spin_iterations = match cfg.method {
+            Method::Spin => cfg.spin_iterations,
+            Method::Sppo | Method::SppoHard | Method::Aipo => cfg.iterations,
+            _ => 1,
+        };
         let total_estimate = Schedule::new(&cfg, train_data.len()).total_steps * spin_iterations;
         let reporter =
             Reporter::new(&cfg.output_dir, total_estimate, cfg.zero_margin_warn_steps, quiet, resume_reporter)?;
@@ -422,6 +444,7 @@ impl Trainer {
                 self.train_sapo(&examples, &mut reporter)?
             }
             TrainData::PromptChosen(examples) => self.train_spin(&examples, &mut reporter)?,
+            TrainData::Prompts(prompts) => self.train_ranked(&prompts, &mut reporter)?,
         }
         self.train_seconds = seconds_before + started.elapsed().as_secs_f64();
         if self.last_checkpoint != Some(self.step) {
@@ -855,7 +878,7 @@ impl Trainer {
         } else if objective.needs_reference() {
             reporter.say(&format!("reusing {} cached reference log-probs from the checkpoint", self.ref_cache.len()));
         }
-        self.train_pairs_from(pairs, &objective, reporter)
+        self.train_pairs_from(pairs, None, &objective, reporter)
     }
 
     /// The file in `ref_logps/` for these pairs under the current reference:
@@ -931,7 +954,13 @@ impl Trainer {
 
     /// Trains on fixed pairs whose reference log-probs are in the cache
     /// (offline methods and a SPIN iteration).
-    fn train_pairs_from(&mut self, pairs: &[PairSeqs], objective: &Objective, reporter: &mut Reporter) -> Result<()> {
+    fn train_pairs_from(
+        &mut self,
+        pairs: &[PairSeqs],
+        win_rates: Option<&[(f64, f64)]>,
+        objective: &Objective,
+        reporter: &mut Reporter,
+    ) -> Result<()> {
         let plan = Schedule::new(&self.cfg, pairs.len());
         let schedule = self.lr_schedule(plan.total_steps)?;
         let scale = 1.0 / self.cfg.gradient_accumulation_steps as f64;
@@ -942,6 +971,8 @@ impl Trainer {
             let (mut tokens, mut margins) = (0, Vec::new());
             for batch in &batches {
                 let selected: Vec<&PairSeqs> = batch.iter().map(|&i| &pairs[i]).collect();
+                let rates: Option<(Vec<f64>, Vec<f64>)> =
+                    win_rates.map(|rates| batch.iter().map(|&i| rates[i]).unzip());
                 let reference = objective.needs_reference().then(|| ReferenceLogps {
                     chosen: batch.iter().map(|&i| self.ref_cache[&(i, 0)]).collect(),
                     rejected: batch.iter().map(|&i| self.ref_cache[&(i, 1)]).collect(),
@@ -953,6 +984,7 @@ impl Trainer {
                     &mut self.ws,
                     &selected,
                     reference.as_ref(),
+                    rates.as_ref().map(|(w, l)| (w.as_slice(), l.as_slice())),
                     objective,
                     scale,
                 )
@@ -1147,6 +1179,7 @@ impl Trainer {
                     &mut self.ws,
                     &pairs,
                     reference.as_ref(),
+                    None,
                     &objective,
                     scale,
                 )
@@ -1199,6 +1232,147 @@ impl Trainer {
         })
     }
 
+    /// SPPO and AIPO: per iteration, K samples per prompt from the model the
+    /// iteration starts from, scored by the oracle; SPPO's win-rate pairs or
+    /// AIPO's best/worst pairs; one pass against that model as reference;
+    /// the iteration's model saved to `iterations/iteration-t/`.
+    fn train_ranked(&mut self, prompts: &[EvalPrompt], reporter: &mut Reporter) -> Result<()> {
+        let objective = objective_for(&self.cfg, self.cfg.method).expect("ranked objective");
+        let mut resumed = self.spin.take();
+        let first = resumed.as_ref().map_or(1, |progress| progress.iteration);
+        for iteration in first..=self.cfg.iterations {
+            reporter.phase(&format!("{} {iteration}/{}", self.cfg.method.name(), self.cfg.iterations));
+            let (pairs, win_rates) = match resumed.take() {
+                Some(progress) => (progress.pairs, progress.win_rates),
+                None => {
+                    let (pairs, win_rates) = self.ranked_pairs(prompts, iteration, reporter)?;
+                    if pairs.is_empty() {
+                        bail!(
+                            "iteration {iteration}: every prompt's {} samples tie; nothing to train on",
+                            self.cfg.num_samples
+                        );
+                    }
+                    self.reference = None;
+                    self.precompute_reference(&pairs, reporter)?;
+                    self.optimizer = Self::fresh_optimizer(&self.backend, &self.cfg, &self.model.config)?;
+                    self.phase_step = 0;
+                    (pairs, win_rates)
+                }
+            };
+            reporter.reset(Schedule::new(&self.cfg, pairs.len()).total_steps);
+            reporter.advance_to(self.phase_step);
+            let current_len = pairs.len();
+            self.spin =
+                Some(SpinProgress { iteration, pairs: pairs.clone(), current_len, win_rates: win_rates.clone() });
+            let rates = (self.cfg.method == Method::Sppo).then_some(win_rates.as_slice());
+            self.train_pairs_from(&pairs, rates, &objective, reporter)?;
+            self.save_model(&self.cfg.output_dir.join("iterations").join(format!("iteration-{iteration}")))?;
+        }
+        Ok(())
+    }
+
+    /// One iteration's data: samples, oracle scores, pairs (and SPPO's win
+    /// rates), written to `samples/iteration-t.jsonl`.
+    fn ranked_pairs(&mut self, prompts: &[EvalPrompt], iteration: u64, reporter: &mut Reporter) -> Result<RankedPairs> {
+        let k = self.cfg.num_samples;
+        let eos = self.eos_id()?;
+        let sampling = self.sampling();
+        let mut oracle = super::oracle::from_config(self.cfg.oracle);
+        let ties =
+            if self.cfg.skip_ties || self.cfg.method == Method::Aipo { TiePolicy::Skip } else { TiePolicy::Keep };
+        let (mut pairs, mut win_rates, mut lines) = (Vec::new(), Vec::new(), String::new());
+        let (mut all_len, mut chosen_len, mut rejected_len, mut score_sum, mut skipped) =
+            (0usize, 0usize, 0usize, 0.0, 0);
+        let started = Instant::now();
+        let per_call = (64 / k).max(1);
+        for chunk in prompts.chunks(per_call) {
+            let prefixes: Vec<&[u32]> = chunk.iter().flat_map(|p| std::iter::repeat_n(p.ids.as_slice(), k)).collect();
+            let mut rngs = self.next_rngs(prefixes.len());
+            let outputs = self.sampler.generate(
+                &self.backend,
+                &self.model.config,
+                &self.model.params,
+                &prefixes,
+                self.cfg.max_new_tokens,
+                &self.model.eos_ids,
+                sampling,
+                &mut rngs,
+            )?;
+            for (prompt, samples) in chunk.iter().zip(outputs.chunks(k)) {
+                let mut responses: Vec<Vec<u32>> = Vec::with_capacity(k);
+                for sample in samples {
+                    let mut response = sample.clone();
+                    if let Some(position) = response.iter().position(|t| self.model.eos_ids.contains(t)) {
+                        response.truncate(position + 1);
+                        response[position] = eos;
+                    }
+                    if response.is_empty() {
+                        response.push(eos);
+                    }
+                    responses.push(response);
+                }
+                let texts: Vec<String> =
+                    responses.iter().map(|r| self.model.tokenizer.decode(r, true)).collect::<Result<_, _>>()?;
+                let counts: Vec<usize> = responses.iter().map(Vec::len).collect();
+                let scores = oracle.scores(&prompt.text, &texts, &counts)?;
+                let rates = sppo::win_rates_from_scores(&scores).map_err(|e| anyhow!("{e}"))?;
+                all_len += counts.iter().sum::<usize>();
+                score_sum += scores.iter().sum::<f64>();
+                let selected = sppo::select_pair(&scores, &rates, ties).map_err(|e| anyhow!("{e}"))?;
+                lines.push_str(
+                    &serde_json::json!({
+                        "prompt": prompt.text,
+                        "responses": texts,
+                        "scores": scores,
+                        "chosen": selected.map(|p| p.chosen),
+                        "rejected": selected.map(|p| p.rejected),
+                    })
+                    .to_string(),
+                );
+                lines.push('\n');
+                let Some(pair) = selected else {
+                    skipped += 1;
+                    continue;
+                };
+                chosen_len += counts[pair.chosen];
+                rejected_len += counts[pair.rejected];
+                pairs.push(cut_pair(
+                    &prompt.ids,
+                    &responses[pair.chosen],
+                    &responses[pair.rejected],
+                    self.cfg.max_length,
+                    self.cfg.max_prompt_length,
+                ));
+                win_rates.push((pair.chosen_win_rate, pair.rejected_win_rate));
+            }
+        }
+        let samples_dir = self.cfg.output_dir.join("samples");
+        std::fs::create_dir_all(&samples_dir).with_context(|| format!("{}", samples_dir.display()))?;
+        crate::hf::write_atomically(&samples_dir.join(format!("iteration-{iteration}.jsonl")), lines.as_bytes())?;
+        let n_samples = (prompts.len() * k).max(1) as f64;
+        let n_pairs = pairs.len().max(1) as f64;
+        reporter.log_event(serde_json::json!({
+            "event": "iteration_samples",
+            "iteration": iteration,
+            "step": self.step,
+            "samples/mean_length": all_len as f64 / n_samples,
+            "samples/chosen_mean_length": chosen_len as f64 / n_pairs,
+            "samples/rejected_mean_length": rejected_len as f64 / n_pairs,
+            "oracle/mean_score": score_sum / n_samples,
+            "pairs": pairs.len(),
+            "skipped_all_tie_prompts": skipped,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+        reporter.say(&format!(
+            "iteration {iteration}: {} pairs from {} prompts × {k} samples, mean length {:.1} tokens, mean oracle score {:.3}",
+            pairs.len(),
+            prompts.len(),
+            all_len as f64 / n_samples,
+            score_sum / n_samples
+        ));
+        Ok((pairs, win_rates))
+    }
+
     fn train_spin(&mut self, examples: &[PromptChosen], reporter: &mut Reporter) -> Result<()> {
         let objective = objective_for(&self.cfg, Method::Spin).expect("spin objective");
         let eos = self.eos_id()?;
@@ -1226,9 +1400,9 @@ impl Trainer {
             };
             reporter.reset(Schedule::new(&self.cfg, pairs.len()).total_steps);
             reporter.advance_to(self.phase_step);
-            self.spin = Some(SpinProgress { iteration, pairs, current_len });
+            self.spin = Some(SpinProgress { iteration, pairs, current_len, win_rates: Vec::new() });
             let pairs = self.spin.as_ref().map(|p| p.pairs.clone()).unwrap_or_default();
-            self.train_pairs_from(&pairs, &objective, reporter)?;
+            self.train_pairs_from(&pairs, None, &objective, reporter)?;
             previous = pairs[..current_len].to_vec();
         }
         Ok(())
