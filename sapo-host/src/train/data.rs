@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use super::config::{Method, TrainConfig};
-use super::passes::{PairSeqs, ScoredSeq};
+use super::passes::{PairSeqs, SftSeq};
 use crate::chat_template::ChatTemplate;
 use crate::data::{DatasetKind, DatasetLoader, LoadOptions, Truncation};
 use crate::tokenizer::Tokenizer;
@@ -24,7 +24,7 @@ pub struct PromptChosen {
 #[derive(Debug, Clone)]
 pub enum TrainData {
     /// SFT sequences.
-    Sft(Vec<ScoredSeq>),
+    Sft(Vec<SftSeq>),
     /// Offline preference pairs.
     Pairs(Vec<PairSeqs>),
     /// Prompts with a chosen response (SAPO, SPIN).
@@ -109,7 +109,7 @@ pub fn load(
                 .filter_map(|e| {
                     let response = e.chosen_ids.as_deref()?;
                     let (prompt, response) = truncation.apply(&e.prompt_ids, response);
-                    (!response.is_empty() || prompt.len() >= 2).then(|| ScoredSeq {
+                    (!response.is_empty() || prompt.len() >= 2).then(|| SftSeq {
                         prompt_len: prompt.len(),
                         tokens: prompt.iter().chain(response).copied().collect(),
                     })

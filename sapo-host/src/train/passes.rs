@@ -29,15 +29,65 @@ impl PairSeqs {
     pub fn rejected_count(&self) -> u32 {
         (self.rejected.len() - self.prompt_len) as u32
     }
+
+    /// The chosen and the rejected sequence, scored on their responses.
+    pub fn scored(&self) -> [ScoredSeq<'_>; 2] {
+        [
+            ScoredSeq { prompt_len: self.prompt_len, tokens: &self.chosen },
+            ScoredSeq { prompt_len: self.prompt_len, tokens: &self.rejected },
+        ]
+    }
 }
 
-/// A sequence scored on its tokens from `prompt_len` on.
+/// A sequence scored on its tokens from `prompt_len` on (borrowed, so a
+/// batch is packed straight from the data without copying it first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoredSeq<'a> {
+    /// Tokens not scored (the prompt; 0 scores every token after the first).
+    pub prompt_len: usize,
+    /// All tokens.
+    pub tokens: &'a [u32],
+}
+
+/// An SFT example: a sequence with its prompt length.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScoredSeq {
+pub struct SftSeq {
     /// Tokens not scored (the prompt; 0 scores every token after the first).
     pub prompt_len: usize,
     /// All tokens.
     pub tokens: Vec<u32>,
+}
+
+impl SftSeq {
+    /// The sequence as the passes take it.
+    pub fn scored(&self) -> ScoredSeq<'_> {
+        ScoredSeq { prompt_len: self.prompt_len, tokens: &self.tokens }
+    }
+
+    /// Tokens whose log-prob counts.
+    pub fn scored_tokens(&self) -> usize {
+        self.tokens.len() - self.prompt_len.max(1)
+    }
+}
+
+/// Summed log-probs of every pair's chosen and rejected sequence
+/// (`[c0, r0, c1, r1, …]`), `chunk` pairs per forward pass.
+///
+/// # Errors
+/// A packing or backend error.
+pub fn score_pairs(
+    m: ModelRef<'_>,
+    params: &LlamaParams<CpuBackend>,
+    ws: &mut Workspace,
+    pairs: &[PairSeqs],
+    chunk: usize,
+) -> Result<Vec<f32>> {
+    let mut sums = Vec::with_capacity(2 * pairs.len());
+    for chunk in pairs.chunks(chunk.max(1)) {
+        let sequences: Vec<ScoredSeq<'_>> = chunk.iter().flat_map(PairSeqs::scored).collect();
+        sums.extend(score(m, params, ws, &sequences)?);
+    }
+    Ok(sums)
 }
 
 /// Activations that grow to the largest batch seen, so a run sized by its
@@ -89,11 +139,10 @@ pub struct ModelRef<'a> {
     pub config: &'a LlamaConfig,
 }
 
-fn pack(sequences: &[ScoredSeq], vocab: usize) -> Result<PackedBatch> {
+fn pack(sequences: &[ScoredSeq<'_>], vocab: usize) -> Result<PackedBatch> {
     let masks: Vec<Vec<bool>> =
         sequences.iter().map(|s| (0..s.tokens.len()).map(|t| t >= s.prompt_len).collect()).collect();
-    let views: Vec<(&[u32], &[bool])> =
-        sequences.iter().zip(&masks).map(|(s, m)| (s.tokens.as_slice(), m.as_slice())).collect();
+    let views: Vec<(&[u32], &[bool])> = sequences.iter().zip(&masks).map(|(s, m)| (s.tokens, m.as_slice())).collect();
     PackedBatch::new(&views, vocab).map_err(|e| anyhow!("packing a batch: {e}"))
 }
 
@@ -105,7 +154,7 @@ pub fn score(
     m: ModelRef<'_>,
     params: &LlamaParams<CpuBackend>,
     ws: &mut Workspace,
-    sequences: &[ScoredSeq],
+    sequences: &[ScoredSeq<'_>],
 ) -> Result<Vec<f32>> {
     if sequences.is_empty() {
         return Ok(Vec::new());
@@ -127,7 +176,7 @@ fn forward_for_backward(
     m: ModelRef<'_>,
     params: &LlamaParams<CpuBackend>,
     ws: &mut Workspace,
-    sequences: &[ScoredSeq],
+    sequences: &[ScoredSeq<'_>],
 ) -> Result<Forward> {
     let batch = pack(sequences, m.config.vocab_size)?;
     let device = DeviceBatch::upload(m.backend, &batch)?;
@@ -194,10 +243,7 @@ pub fn pair_step(
 ) -> Result<PairStepOutput> {
     let n = pairs.len();
     let mut sequences = Vec::with_capacity(3 * n);
-    for pair in pairs {
-        sequences.push(ScoredSeq { prompt_len: pair.prompt_len, tokens: pair.chosen.clone() });
-        sequences.push(ScoredSeq { prompt_len: pair.prompt_len, tokens: pair.rejected.clone() });
-    }
+    sequences.extend(pairs.iter().flat_map(|pair| pair.scored()));
     // ORPO's default NLL also counts the prompt's tokens: each prompt is run
     // once more on its own (causal attention gives the same log-probs), its
     // tokens after the first scored.
@@ -207,7 +253,7 @@ pub fn pair_step(
         for (i, pair) in pairs.iter().enumerate() {
             if pair.prompt_len >= 2 {
                 prompt_seq[i] = Some(sequences.len());
-                sequences.push(ScoredSeq { prompt_len: 0, tokens: pair.chosen[..pair.prompt_len].to_vec() });
+                sequences.push(ScoredSeq { prompt_len: 0, tokens: &pair.chosen[..pair.prompt_len] });
             }
         }
     }
@@ -283,7 +329,7 @@ pub fn sft_step(
     params: &LlamaParams<CpuBackend>,
     grads: &mut LlamaParams<CpuBackend>,
     ws: &mut Workspace,
-    sequences: &[ScoredSeq],
+    sequences: &[ScoredSeq<'_>],
     window_tokens: usize,
 ) -> Result<SftStepOutput> {
     let forward = forward_for_backward(m, params, ws, sequences)?;

@@ -81,7 +81,7 @@ impl Reporter {
     ) -> Result<Self> {
         let path = run_dir.join("metrics.jsonl");
         let state = resume.unwrap_or_default();
-        let file = match resume {
+        let mut file = match resume {
             None => File::create(&path),
             Some(state) => File::options().create(true).truncate(false).write(true).open(&path).and_then(|file| {
                 file.set_len(state.log_bytes)?;
@@ -89,7 +89,6 @@ impl Reporter {
             }),
         }
         .with_context(|| format!("{}", path.display()))?;
-        let mut file = file;
         use std::io::Seek;
         file.seek(std::io::SeekFrom::End(0)).with_context(|| format!("{}", path.display()))?;
         let bar = ProgressBar::new(total_steps);

@@ -29,7 +29,7 @@ use super::config::{
 };
 use super::data::{self, PromptChosen, TrainData, cut_pair};
 use super::eval::{self, EvalOutcome, EvalPrompt};
-use super::passes::{self, ModelRef, PairSeqs, ReferenceLogps, ScoredSeq, Workspace};
+use super::passes::{self, ModelRef, PairSeqs, ReferenceLogps, ScoredSeq, SftSeq, Workspace};
 use super::report::{Reporter, ReporterState, StepMetrics};
 use super::sampler::Sampler;
 use crate::model_files::{self, LoadedModel, Weights};
@@ -80,10 +80,29 @@ pub struct Interrupted {
     pub step: u64,
 }
 
-/// Where a SPIN run is: the iteration, its training pairs (its own first,
+/// Test hooks, read once from the environment: `SAPO_DEBUG_INTERRUPT_AT_STEP`
+/// behaves as if SIGINT arrived during that step, `SAPO_DEBUG_NAN_AT_STEP`
+/// puts a NaN into that step's gradient.
+#[derive(Debug, Clone, Copy, Default)]
+struct DebugHooks {
+    interrupt_at_step: Option<u64>,
+    nan_at_step: Option<u64>,
+}
+
+impl DebugHooks {
+    fn from_env() -> Self {
+        let step = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        DebugHooks {
+            interrupt_at_step: step("SAPO_DEBUG_INTERRUPT_AT_STEP"),
+            nan_at_step: step("SAPO_DEBUG_NAN_AT_STEP"),
+        }
+    }
+}
+
+/// Where an iterative run (SPIN, SPPO, AIPO) is: the iteration, its training pairs (its own first,
 /// then the previous iteration's) and how many are its own.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SpinProgress {
+pub struct IterationProgress {
     iteration: u64,
     pairs: Vec<PairSeqs>,
     current_len: usize,
@@ -109,7 +128,7 @@ pub struct RunState {
     tokens_seen: u64,
     train_seconds: f64,
     skipped_steps: u64,
-    spin: Option<SpinProgress>,
+    spin: Option<IterationProgress>,
     reporter: ReporterState,
 }
 
@@ -181,8 +200,9 @@ pub struct Trainer {
     last_checkpoint: Option<u64>,
     /// Steps whose update was skipped for a non-finite gradient.
     skipped_steps: u64,
-    /// SPIN's iteration and pairs.
-    spin: Option<SpinProgress>,
+    /// The iteration and its pairs (SPIN, SPPO, AIPO).
+    spin: Option<IterationProgress>,
+    debug: DebugHooks,
     tokens_seen: u64,
     train_seconds: f64,
 }
@@ -336,6 +356,7 @@ impl Trainer {
             last_checkpoint: None,
             skipped_steps: 0,
             spin: None,
+            debug: DebugHooks::from_env(),
             tokens_seen: 0,
             train_seconds: 0.0,
         })
@@ -652,20 +673,8 @@ impl Trainer {
         )?;
         let pairs = match self.eval_pairs.take() {
             Some((pairs, mut initial)) => {
-                let sequences: Vec<ScoredSeq> = pairs
-                    .iter()
-                    .flat_map(|p| {
-                        [
-                            ScoredSeq { prompt_len: p.prompt_len, tokens: p.chosen.clone() },
-                            ScoredSeq { prompt_len: p.prompt_len, tokens: p.rejected.clone() },
-                        ]
-                    })
-                    .collect();
-                let mut sums = Vec::with_capacity(sequences.len());
-                for chunk in sequences.chunks(64) {
-                    let m = ModelRef { backend: &self.backend, config: &self.model.config };
-                    sums.extend(passes::score(m, &self.model.params, &mut self.ws, chunk)?);
-                }
+                let m = ModelRef { backend: &self.backend, config: &self.model.config };
+                let sums = passes::score_pairs(m, &self.model.params, &mut self.ws, &pairs, 32)?;
                 if initial.is_empty() {
                     initial = sums.clone();
                 }
@@ -729,7 +738,7 @@ impl Trainer {
     /// are zeroed for the next step. Returns `(grad_norm, lr)`.
     fn optimizer_step(&mut self, schedule: &LrSchedule) -> Result<(f64, f64)> {
         // Test hook: a NaN gradient at a chosen step.
-        if std::env::var("SAPO_DEBUG_NAN_AT_STEP").ok().and_then(|v| v.parse::<u64>().ok()) == Some(self.step + 1) {
+        if self.debug.nan_at_step == Some(self.step + 1) {
             let mut tensors = self.grads.tensors_mut();
             if let Some(first) = tensors.first_mut() {
                 let mut values = self.backend.download(&**first)?;
@@ -799,12 +808,9 @@ impl Trainer {
         metrics.set("epoch", epoch);
         metrics.set("tokens_per_second", tokens as f64 / seconds.max(1e-9));
         metrics.set("step_seconds", seconds);
+        // A non-finite log-prob never gets here: the objectives and
+        // `passes::sft_step` refuse it before any update.
         let values = metrics.finish();
-        if let Some(loss) = values.get("loss")
-            && !loss.is_finite()
-        {
-            bail!("step {}: the loss is {loss}; stopping (lower the learning rate or check the data)", self.step);
-        }
         self.tokens_seen += tokens as u64;
         if self.step % self.cfg.logging_steps == 0 || self.step == 1 {
             reporter.log_step(self.step, &values)?;
@@ -812,7 +818,7 @@ impl Trainer {
         reporter.tick();
         self.history.push(values);
         // Test hook: behave as if SIGINT arrived during this step.
-        if std::env::var("SAPO_DEBUG_INTERRUPT_AT_STEP").ok().and_then(|v| v.parse::<u64>().ok()) == Some(self.step) {
+        if self.debug.interrupt_at_step == Some(self.step) {
             INTERRUPT.store(2, Ordering::SeqCst);
         }
         let signal = INTERRUPT.load(Ordering::SeqCst);
@@ -826,16 +832,15 @@ impl Trainer {
         Ok(())
     }
 
-    fn train_sft(&mut self, sequences: &[ScoredSeq], reporter: &mut Reporter) -> Result<()> {
+    fn train_sft(&mut self, sequences: &[SftSeq], reporter: &mut Reporter) -> Result<()> {
         let plan = Schedule::new(&self.cfg, sequences.len());
         let schedule = self.lr_schedule(plan.total_steps)?;
         while self.phase_step < plan.total_steps {
             let started = Instant::now();
-            let (batches, epoch) = plan.micro_batches(self.phase_step);
-            let batches: Vec<Vec<ScoredSeq>> =
-                batches.iter().map(|b| b.iter().map(|&i| sequences[i].clone()).collect()).collect();
-            let scored = |s: &ScoredSeq| s.tokens.len() - s.prompt_len.max(1);
-            let window: usize = batches.iter().flatten().map(scored).sum();
+            let (indices, epoch) = plan.micro_batches(self.phase_step);
+            let window: usize = indices.iter().flatten().map(|&i| sequences[i].scored_tokens()).sum();
+            let batches: Vec<Vec<ScoredSeq<'_>>> =
+                indices.iter().map(|b| b.iter().map(|&i| sequences[i].scored()).collect()).collect();
             let (mut loss, mut tokens) = (0.0, 0);
             for batch in &batches {
                 let out = passes::sft_step(
@@ -853,9 +858,6 @@ impl Trainer {
             let mut metrics = StepMetrics::default();
             metrics.set("loss", loss);
             metrics.set("num_tokens", window as f64);
-            if !loss.is_finite() {
-                bail!("step {}: the loss is {loss}; stopping", self.step + 1);
-            }
             let (norm, lr) = self.optimizer_step(&schedule)?;
             self.finish_step(reporter, metrics, norm, lr, epoch, tokens, started)?;
         }
@@ -863,7 +865,7 @@ impl Trainer {
     }
 
     /// Reference log-probs of the sequences, in the order given.
-    fn reference_scores(&mut self, sequences: &[ScoredSeq]) -> Result<Vec<f32>> {
+    fn reference_scores(&mut self, sequences: &[ScoredSeq<'_>]) -> Result<Vec<f32>> {
         let m = ModelRef { backend: &self.backend, config: &self.model.config };
         let reference = self.reference.as_ref().unwrap_or(&self.model.params);
         passes::score(m, reference, &mut self.ws, sequences)
@@ -925,19 +927,10 @@ impl Trainer {
                     pairs.len(),
                     path.display()
                 ));
-                let mut sums = Vec::with_capacity(2 * pairs.len());
-                for chunk in pairs.chunks(self.cfg.per_device_train_batch_size.max(1)) {
-                    let sequences: Vec<ScoredSeq> = chunk
-                        .iter()
-                        .flat_map(|p| {
-                            [
-                                ScoredSeq { prompt_len: p.prompt_len, tokens: p.chosen.clone() },
-                                ScoredSeq { prompt_len: p.prompt_len, tokens: p.rejected.clone() },
-                            ]
-                        })
-                        .collect();
-                    sums.extend(self.reference_scores(&sequences)?);
-                }
+                let m = ModelRef { backend: &self.backend, config: &self.model.config };
+                let reference = self.reference.as_ref().unwrap_or(&self.model.params);
+                let chunk = self.cfg.per_device_train_batch_size;
+                let sums = passes::score_pairs(m, reference, &mut self.ws, pairs, chunk)?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
                 }
@@ -1215,12 +1208,12 @@ impl Trainer {
         for item in drawn {
             if !self.ref_cache.contains_key(&(item.example, 0)) && !missing_chosen.contains(&item.example) {
                 missing_chosen.push(item.example);
-                sequences.push(ScoredSeq { prompt_len: item.pair.prompt_len, tokens: item.pair.chosen.clone() });
+                sequences.push(item.pair.scored()[0]);
             }
         }
         let n_chosen = sequences.len();
         for item in drawn {
-            sequences.push(ScoredSeq { prompt_len: item.pair.prompt_len, tokens: item.pair.rejected.clone() });
+            sequences.push(item.pair.scored()[1]);
         }
         let sums = self.reference_scores(&sequences)?;
         for (example, &sum) in missing_chosen.iter().zip(&sums[..n_chosen]) {
@@ -1263,7 +1256,7 @@ impl Trainer {
             reporter.advance_to(self.phase_step);
             let current_len = pairs.len();
             self.spin =
-                Some(SpinProgress { iteration, pairs: pairs.clone(), current_len, win_rates: win_rates.clone() });
+                Some(IterationProgress { iteration, pairs: pairs.clone(), current_len, win_rates: win_rates.clone() });
             let rates = (self.cfg.method == Method::Sppo).then_some(win_rates.as_slice());
             self.train_pairs_from(&pairs, rates, &objective, reporter)?;
             self.save_model(&self.cfg.output_dir.join("iterations").join(format!("iteration-{iteration}")))?;
@@ -1400,7 +1393,7 @@ impl Trainer {
             };
             reporter.reset(Schedule::new(&self.cfg, pairs.len()).total_steps);
             reporter.advance_to(self.phase_step);
-            self.spin = Some(SpinProgress { iteration, pairs, current_len, win_rates: Vec::new() });
+            self.spin = Some(IterationProgress { iteration, pairs, current_len, win_rates: Vec::new() });
             let pairs = self.spin.as_ref().map(|p| p.pairs.clone()).unwrap_or_default();
             self.train_pairs_from(&pairs, None, &objective, reporter)?;
             previous = pairs[..current_len].to_vec();
