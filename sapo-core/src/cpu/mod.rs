@@ -596,7 +596,9 @@ impl Backend for CpuBackend {
 
     fn ema_update(&self, ema: &mut CpuBuffer<f32>, params: &CpuBuffer<f32>, decay: f64) -> Result<(), CpuError> {
         // Checked whole first (nothing written on error), then elementwise by chunks.
-        crate::ema::ema_update(&mut ema.0[..0], &params.0[..0], decay)?;
+        if !(0.0..=1.0).contains(&decay) {
+            return Err(crate::ema::EmaError::InvalidDecay(decay).into());
+        }
         error::check_len("ema_update", "params", params.0.len(), ema.0.len())?;
         let chunk = par::CHUNK;
         #[allow(unused_imports)]
