@@ -174,7 +174,6 @@ impl Tokenizer {
             "pad_token": name(&self.special.pad),
             "unk_token": name(&self.special.unk),
             "clean_up_tokenization_spaces": self.clean_up_spaces,
-            "model_max_length": 1_000_000_000_000_000_019_884_624_838_656_u128 as f64,
             "tokenizer_class": "PreTrainedTokenizerFast",
         });
         let mut config_text = serde_json::to_string_pretty(&config).unwrap_or_default();
