@@ -29,6 +29,17 @@ fn config(name: &str, sets: &[&str]) -> TrainConfig {
     resolve(None, &overrides).expect("valid config")
 }
 
+/// The task's training lines `skip..skip + n`, written to a file of their own.
+fn train_subset(name: &str, skip: usize, n: usize) -> PathBuf {
+    let dir = run_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(skip).take(n).collect();
+    let path = dir.join("subset.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
 fn metric_lines(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
     text.lines()
@@ -103,18 +114,9 @@ fn offline_methods_run() {
 
 #[test]
 fn spin_runs_its_iterations() {
-    let data = run_dir("spin-data");
-    std::fs::create_dir_all(&data).unwrap();
     // Six prompts keep generation short: 6 pairs → 2 steps per iteration at batch 4 (the
     // second iteration trains on 12 pairs: its own and the first's).
-    let lines: Vec<String> = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl"))
-        .unwrap()
-        .lines()
-        .take(6)
-        .map(String::from)
-        .collect();
-    let path = data.join("six.jsonl");
-    std::fs::write(&path, lines.join("\n")).unwrap();
+    let path = train_subset("spin-data", 0, 6);
     let cfg = config(
         "spin",
         &["method=\"spin\"", &format!("data={:?}", path.display().to_string()), "max_new_tokens=16", "max_steps=0"],
@@ -240,17 +242,8 @@ fn a_non_finite_loss_stops_with_the_step_number_and_exit_code_1() {
 
 #[test]
 fn sppo_sppo_hard_and_aipo_run_two_iterations_with_the_rule_oracle() {
-    let data = run_dir("ranked-data");
-    std::fs::create_dir_all(&data).unwrap();
-    let lines: Vec<String> = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl"))
-        .unwrap()
-        .lines()
-        .skip(3) // any 12 prompts; some tie in all samples, which AIPO drops
-        .take(12)
-        .map(String::from)
-        .collect();
-    let path = data.join("twelve.jsonl");
-    std::fs::write(&path, lines.join("\n")).unwrap();
+    // Any twelve prompts; some tie in all samples, which AIPO drops.
+    let path = train_subset("ranked-data", 3, 12);
     for method in ["sppo", "sppo_hard", "aipo"] {
         let cfg = config(
             &format!("ranked-{method}"),
