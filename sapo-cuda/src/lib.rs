@@ -1,12 +1,29 @@
 //! # sapo-cuda
 //!
-//! The CUDA implementation of sapo-core's `Backend` trait: kernels compiled
-//! at run time with NVRTC, matrix products through cuBLAS, every op checked
-//! against the CPU reference.
+//! sapo-core's [`Backend`](sapo_core::backend::Backend) on NVIDIA GPUs:
+//! kernels in CUDA C++ ([`KERNEL_SOURCE`]) compiled at run time with NVRTC
+//! for the device's compute capability, matrix products through cuBLAS in
+//! full f32, all on one stream.
 //!
-//! This crate holds no code yet: the `Backend` trait it implements is built
-//! first (project issue "The Backend seam, the CPU reference backend…"), and
-//! the CUDA implementation follows in its own issue ("sapo-cuda: the same
-//! Backend on NVIDIA GPUs…"). It is a workspace member now so that the
-//! layout, lints and CI cover it from the start.
+//! It builds everywhere: cudarc loads the CUDA libraries at run time
+//! (`dynamic-loading`), so a machine without a GPU or toolkit compiles and
+//! tests the workspace, and [`CudaBackend::new`] answers
+//! [`CudaError::Unavailable`] ("no CUDA device: …") instead of panicking.
+//! The kernels compile with NVRTC alone ([`compile_kernels`]), which CI does
+//! for sm_80 and sm_90 so a kernel that does not compile fails there even
+//! without a GPU.
+//!
+//! Every operation is checked against the CPU reference by
+//! `tests/cross_check.rs` and by `sapo verify`.
 #![warn(missing_docs)]
+
+mod backend;
+mod buffer;
+mod error;
+mod kernels;
+mod matmul;
+
+pub use backend::{CudaBackend, unavailable_reason};
+pub use buffer::CudaBuf;
+pub use error::CudaError;
+pub use kernels::{CHECKED_ARCHS, KERNEL_NAMES, KERNEL_SOURCE, compile_kernels, compile_source, nvrtc_available};
