@@ -13,3 +13,4 @@ pub mod plot;
 pub mod task;
 pub mod tokenizer;
 pub mod train;
+pub mod verify;

@@ -35,6 +35,30 @@ enum Command {
     /// Score a model on held-out task prompts with the shipped judge
     /// (greedy answers; accuracy overall and per task kind).
     Eval(EvalArgs),
+    /// Check a GPU against the CPU reference: every backend operation on
+    /// fresh random inputs of realistic shapes, then a whole SAPO training
+    /// step on a model; prints op, shape, dtype, relative error, tolerance
+    /// and pass/fail, and exits non-zero if any check fails.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The device to check: cuda or cuda:N.
+    #[arg(long, default_value = "cuda:0")]
+    device: String,
+    /// Operation shapes: smollm2 (SmolLM2-135M's layers, 512 tokens) or small.
+    #[arg(long, default_value = "smollm2")]
+    shapes: String,
+    /// The model of the training step (Hugging Face directory or .gguf).
+    #[arg(long, default_value_os_t = sapo_host::train::config::fixtures_dir().join("task").join("model"))]
+    model: PathBuf,
+    /// Preference pairs in the training step.
+    #[arg(long, default_value_t = 8)]
+    pairs: usize,
+    /// Seed of the random inputs (default: a fresh one, printed).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +203,7 @@ fn run() -> Result<()> {
         Command::Generate(args) => generate(args),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Verify(args) => verify(args),
     }
 }
 
@@ -266,6 +291,41 @@ fn train(args: TrainArgs) -> Result<()> {
 /// A value as a TOML string literal for `--set`.
 fn toml_string(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
+}
+
+fn verify(args: VerifyArgs) -> Result<()> {
+    use sapo_core::backend::Backend;
+    use sapo_host::verify::{self, Backends, OpShapes, StepSetup};
+    let ordinal = match args.device.as_str() {
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(ordinal)) => ordinal,
+            _ => bail!("--device {other}: expected cuda or cuda:N"),
+        },
+    };
+    let shapes = match args.shapes.as_str() {
+        "smollm2" => OpShapes::smollm2(),
+        "small" => OpShapes::small(),
+        other => bail!("--shapes {other}: expected smollm2 or small"),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    let cpu = CpuBackend::new();
+    let loaded = model_files::load(&cpu, &args.model)?;
+    let weights = loaded.params.tensors().into_iter().map(|t| cpu.download(t)).collect::<Result<Vec<_>, _>>()?;
+    let setup = StepSetup::random(loaded.config, weights, args.pairs, 8, seed);
+    let gpu = sapo_cuda::CudaBackend::new(ordinal).map_err(|e| Failure::Run(e.into()))?;
+    println!("device: {} ({}), seed {seed}, step model {}", gpu.device_name(), gpu.arch(), args.model.display());
+    let backends = Backends { reference: &cpu, candidate: &gpu };
+    let mut checks = verify::check_ops(backends, &shapes, seed).map_err(Failure::Run)?;
+    checks.extend(verify::check_step(backends, &setup).map_err(Failure::Run)?);
+    print!("{}", verify::render(&checks));
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    if failed > 0 {
+        return Err(Failure::Run(anyhow::anyhow!("{failed} of {} checks failed", checks.len())).into());
+    }
+    Ok(())
 }
 
 fn eval(args: EvalArgs) -> Result<()> {

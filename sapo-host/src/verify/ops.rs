@@ -1,0 +1,580 @@
+//! Every `Backend` operation on fresh random inputs, reference against
+//! candidate.
+
+use anyhow::Result;
+use sapo_core::backend::{Backend, Element, HeadDims, MatmulSpec, Packing};
+use sapo_core::optim::{AdamWParams, RmspropParams};
+use sapo_core::rng::SapoRng;
+
+use super::{Backends, Check, F32_OP_TOLERANCE, on, relative_error, scalar_error};
+
+/// The dimensions the operations run at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpShapes {
+    /// Lengths of the packed sequences (`T` is their sum).
+    pub seq_lens: Vec<usize>,
+    /// `C`.
+    pub channels: usize,
+    /// `H`, `KVH`, `D`.
+    pub heads: HeadDims,
+    /// `I`, the MLP width.
+    pub intermediate: usize,
+    /// `V`.
+    pub vocab: usize,
+    /// `R`, rows whose log-probs are taken.
+    pub rows: usize,
+    /// Key/value cache slots.
+    pub cache_slots: usize,
+    /// Positions per cache slot.
+    pub cache_max_len: usize,
+}
+
+impl OpShapes {
+    /// SmolLM2-135M's layer shapes, 512 tokens in four sequences: what a
+    /// training step on that model runs.
+    pub fn smollm2() -> Self {
+        OpShapes {
+            seq_lens: vec![200, 150, 100, 62],
+            channels: 576,
+            heads: HeadDims { n_heads: 9, n_kv_heads: 3, head_dim: 64 },
+            intermediate: 1536,
+            vocab: 49_152,
+            rows: 256,
+            cache_slots: 4,
+            cache_max_len: 256,
+        }
+    }
+
+    /// Small shapes with uneven sizes (a one-token sequence, odd widths),
+    /// quick on a CPU.
+    pub fn small() -> Self {
+        OpShapes {
+            seq_lens: vec![7, 5, 1, 3],
+            channels: 24,
+            heads: HeadDims { n_heads: 4, n_kv_heads: 2, head_dim: 6 },
+            intermediate: 40,
+            vocab: 50,
+            rows: 9,
+            cache_slots: 3,
+            cache_max_len: 12,
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        self.seq_lens.iter().sum()
+    }
+}
+
+/// A buffer on both backends, with the host values it started from.
+struct Twin<R: Backend, C: Backend, T: Element> {
+    r: R::Buf<T>,
+    c: C::Buf<T>,
+    initial: Vec<T>,
+}
+
+struct Harness<'a, R: Backend, C: Backend> {
+    b: Backends<'a, R, C>,
+    rng: SapoRng,
+    checks: Vec<Check>,
+}
+
+impl<R: Backend, C: Backend> Harness<'_, R, C> {
+    fn upload<T: Element>(&self, data: Vec<T>) -> Result<Twin<R, C, T>> {
+        Ok(Twin {
+            r: on("reference", self.b.reference.upload(&data))?,
+            c: on("candidate", self.b.candidate.upload(&data))?,
+            initial: data,
+        })
+    }
+
+    /// Normal values with standard deviation `std`.
+    fn random(&mut self, n: usize, std: f64) -> Result<Twin<R, C, f32>> {
+        let data = (0..n).map(|_| (std * self.rng.standard_normal()) as f32).collect();
+        self.upload(data)
+    }
+
+    /// NaN everywhere: an output the operation must overwrite.
+    fn poisoned(&self, n: usize) -> Result<Twin<R, C, f32>> {
+        self.upload(vec![f32::NAN; n])
+    }
+
+    fn below(&mut self, bound: usize) -> u32 {
+        (self.rng.next_u64() % bound.max(1) as u64) as u32
+    }
+
+    /// Compares the leading `n` elements; with `accumulated`, what was added
+    /// to the starting values.
+    fn record(&mut self, op: &str, shape: String, twin: &Twin<R, C, f32>, n: usize, accumulated: bool) -> Result<()> {
+        self.record_with(op, shape, twin, n, accumulated, F32_OP_TOLERANCE)
+    }
+
+    fn record_with(
+        &mut self,
+        op: &str,
+        shape: String,
+        twin: &Twin<R, C, f32>,
+        n: usize,
+        accumulated: bool,
+        tolerance: f64,
+    ) -> Result<()> {
+        let mut reference = on("reference", self.b.reference.download(&twin.r))?;
+        let mut candidate = on("candidate", self.b.candidate.download(&twin.c))?;
+        reference.truncate(n);
+        candidate.truncate(n);
+        if accumulated {
+            for (values, start) in [(&mut reference, &twin.initial), (&mut candidate, &twin.initial)] {
+                values.iter_mut().zip(start).for_each(|(v, s)| *v -= s);
+            }
+        }
+        let rel_error = relative_error(&reference, &candidate);
+        self.checks.push(Check { op: op.to_string(), shape, dtype: "f32", rel_error, tolerance });
+        Ok(())
+    }
+}
+
+/// Runs every operation of the trait on both backends and returns one
+/// [`Check`] per output.
+///
+/// # Errors
+/// A backend error (an operation refused its inputs or the device failed).
+pub fn check_ops<R: Backend, C: Backend>(
+    backends: Backends<'_, R, C>,
+    shapes: &OpShapes,
+    seed: u64,
+) -> Result<Vec<Check>> {
+    let mut h = Harness { b: backends, rng: SapoRng::from_seed_u64(seed), checks: Vec::new() };
+    buffers(&mut h)?;
+    linear_algebra(&mut h, shapes)?;
+    layers(&mut h, shapes)?;
+    attention(&mut h, shapes)?;
+    logprobs(&mut h, shapes)?;
+    optimizers(&mut h, shapes)?;
+    Ok(h.checks)
+}
+
+fn buffers<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>) -> Result<()> {
+    let n = 1000;
+    let mut twin = h.poisoned(n)?;
+    let data: Vec<f32> = (0..n / 2).map(|i| (i as f32).sin()).collect();
+    on("reference", h.b.reference.write(&mut twin.r, &data))?;
+    on("candidate", h.b.candidate.write(&mut twin.c, &data))?;
+    let (r, c) = (on("reference", h.b.reference.download(&twin.r))?, on("candidate", h.b.candidate.download(&twin.c))?);
+    let written = relative_error(&r[..n / 2], &c[..n / 2]) + relative_error(&data, &c[..n / 2]);
+    let untouched = c[n / 2..].iter().all(|v| v.is_nan()) && r[n / 2..].iter().all(|v| v.is_nan());
+    let rel_error = if untouched { written } else { f64::INFINITY };
+    h.checks.push(Check {
+        op: "upload/write/download".into(),
+        shape: format!("n={n}"),
+        dtype: "f32",
+        rel_error,
+        tolerance: 0.0,
+    });
+    let ids: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let ids_twin = h.upload(ids.clone())?;
+    let back = on("candidate", h.b.candidate.download(&ids_twin.c))?;
+    let rel_error = if back == ids && h.b.candidate.len(&ids_twin.c) == n { 0.0 } else { f64::INFINITY };
+    h.checks.push(Check {
+        op: "upload/download".into(),
+        shape: format!("n={n}"),
+        dtype: "u32",
+        rel_error,
+        tolerance: 0.0,
+    });
+
+    let source = h.random(n, 1.0)?;
+    let mut copy = h.poisoned(n)?;
+    on("reference", h.b.reference.copy(&mut copy.r, &source.r))?;
+    on("candidate", h.b.candidate.copy(&mut copy.c, &source.c))?;
+    h.record("copy", format!("n={n}"), &copy, n, false)?;
+    let mut zeroed = h.random(n, 1.0)?;
+    on("reference", h.b.reference.fill_zero(&mut zeroed.r))?;
+    on("candidate", h.b.candidate.fill_zero(&mut zeroed.c))?;
+    let c = on("candidate", h.b.candidate.download(&zeroed.c))?;
+    let rel_error = if c.iter().all(|&v| v == 0.0) { 0.0 } else { f64::INFINITY };
+    h.checks.push(Check { op: "fill_zero".into(), shape: format!("n={n}"), dtype: "f32", rel_error, tolerance: 0.0 });
+    Ok(())
+}
+
+fn linear_algebra<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let (t, c, i) = (s.tokens(), s.channels, s.intermediate);
+    // The four layouts a linear layer's forward and backward use.
+    let specs = [
+        ("x·Wᵀ", MatmulSpec { m: t, k: c, n: i, transpose_a: false, transpose_b: true, accumulate: false }),
+        ("dy·W (+=)", MatmulSpec { m: t, k: i, n: c, transpose_a: false, transpose_b: false, accumulate: true }),
+        ("dyᵀ·x (+=)", MatmulSpec { m: i, k: t, n: c, transpose_a: true, transpose_b: false, accumulate: true }),
+        ("aᵀ·bᵀ", MatmulSpec { m: c, k: t, n: i, transpose_a: true, transpose_b: true, accumulate: false }),
+    ];
+    for (label, spec) in specs {
+        let a = h.random(spec.a_len(), 1.0)?;
+        let b = h.random(spec.b_len(), 0.05)?;
+        let mut out = if spec.accumulate { h.random(spec.out_len(), 1.0)? } else { h.poisoned(spec.out_len())? };
+        on("reference", h.b.reference.matmul(&mut out.r, &a.r, &b.r, spec))?;
+        on("candidate", h.b.candidate.matmul(&mut out.c, &a.c, &b.c, spec))?;
+        let shape = format!("{label} m={} k={} n={}", spec.m, spec.k, spec.n);
+        h.record("matmul", shape, &out, spec.out_len(), spec.accumulate)?;
+    }
+    let (batch, d) = (s.heads.n_heads, s.heads.head_dim);
+    let spec = MatmulSpec { m: 64, k: d, n: 64, transpose_a: false, transpose_b: true, accumulate: false };
+    let a = h.random(spec.a_len() * batch, 1.0)?;
+    let b = h.random(spec.b_len() * batch, 1.0)?;
+    let mut out = h.poisoned(spec.out_len() * batch)?;
+    on("reference", h.b.reference.matmul_batched(&mut out.r, &a.r, &b.r, spec, batch))?;
+    on("candidate", h.b.candidate.matmul_batched(&mut out.c, &a.c, &b.c, spec, batch))?;
+    h.record("matmul_batched", format!("batch={batch} m=64 k={d} n=64"), &out, spec.out_len() * batch, false)?;
+
+    let mut out = h.random(t * c, 1.0)?;
+    let bias = h.random(c, 1.0)?;
+    on("reference", h.b.reference.add_bias(&mut out.r, &bias.r, t, c))?;
+    on("candidate", h.b.candidate.add_bias(&mut out.c, &bias.c, t, c))?;
+    h.record("add_bias", format!("rows={t} cols={c}"), &out, t * c, true)?;
+    let dout = h.random(t * c, 1.0)?;
+    let mut dbias = h.random(c, 1.0)?;
+    on("reference", h.b.reference.add_bias_backward(&mut dbias.r, &dout.r, t, c))?;
+    on("candidate", h.b.candidate.add_bias_backward(&mut dbias.c, &dout.c, t, c))?;
+    h.record("add_bias_backward", format!("rows={t} cols={c}"), &dbias, c, true)
+}
+
+fn layers<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let (t, c, v, i) = (s.tokens(), s.channels, s.vocab, s.intermediate);
+    let ids: Vec<u32> = (0..t).map(|_| h.below(v)).collect();
+    let ids = h.upload(ids)?;
+    let table = h.random(v * c, 0.02)?;
+    let mut out = h.poisoned(t * c)?;
+    on("reference", h.b.reference.embedding_forward(&mut out.r, &ids.r, &table.r, t, c))?;
+    on("candidate", h.b.candidate.embedding_forward(&mut out.c, &ids.c, &table.c, t, c))?;
+    h.record("embedding_forward", format!("T={t} C={c} V={v}"), &out, t * c, false)?;
+    let dout = h.random(t * c, 1.0)?;
+    let mut dtable = h.random(v * c, 1.0)?;
+    on("reference", h.b.reference.embedding_backward(&mut dtable.r, &ids.r, &dout.r, t, c))?;
+    on("candidate", h.b.candidate.embedding_backward(&mut dtable.c, &ids.c, &dout.c, t, c))?;
+    h.record("embedding_backward", format!("T={t} C={c} V={v}"), &dtable, v * c, true)?;
+
+    let inp = h.random(t * c, 1.0)?;
+    let weight = h.random(c, 1.0)?;
+    let (mut out, mut rstd) = (h.poisoned(t * c)?, h.poisoned(t)?);
+    on("reference", h.b.reference.rms_norm_forward(&mut out.r, &mut rstd.r, &inp.r, &weight.r, t, c, 1e-5))?;
+    on("candidate", h.b.candidate.rms_norm_forward(&mut out.c, &mut rstd.c, &inp.c, &weight.c, t, c, 1e-5))?;
+    h.record("rms_norm_forward", format!("rows={t} cols={c}"), &out, t * c, false)?;
+    h.record("rms_norm_forward (rstd)", format!("rows={t}"), &rstd, t, false)?;
+    let dout = h.random(t * c, 1.0)?;
+    let (mut dinp, mut dweight) = (h.random(t * c, 1.0)?, h.random(c, 1.0)?);
+    on(
+        "reference",
+        h.b.reference.rms_norm_backward(&mut dinp.r, &mut dweight.r, &dout.r, &inp.r, &weight.r, &rstd.r, t, c),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.rms_norm_backward(&mut dinp.c, &mut dweight.c, &dout.c, &inp.c, &weight.c, &rstd.c, t, c),
+    )?;
+    h.record("rms_norm_backward (dinp)", format!("rows={t} cols={c}"), &dinp, t * c, true)?;
+    h.record("rms_norm_backward (dweight)", format!("rows={t} cols={c}"), &dweight, c, true)?;
+
+    let heads = s.heads;
+    let positions = h.upload(Packing::from_lengths(&s.seq_lens).positions)?;
+    let n = t * heads.n_heads * heads.head_dim;
+    let theta = 100_000.0;
+    let shape = format!("T={t} H={} D={} θ={theta}", heads.n_heads, heads.head_dim);
+    let mut x = h.random(n, 1.0)?;
+    on("reference", h.b.reference.rope_forward(&mut x.r, &positions.r, t, heads.n_heads, heads.head_dim, theta))?;
+    on("candidate", h.b.candidate.rope_forward(&mut x.c, &positions.c, t, heads.n_heads, heads.head_dim, theta))?;
+    h.record("rope_forward", shape.clone(), &x, n, false)?;
+    let mut dx = h.random(n, 1.0)?;
+    on("reference", h.b.reference.rope_backward(&mut dx.r, &positions.r, t, heads.n_heads, heads.head_dim, theta))?;
+    on("candidate", h.b.candidate.rope_backward(&mut dx.c, &positions.c, t, heads.n_heads, heads.head_dim, theta))?;
+    h.record("rope_backward", shape, &dx, n, false)?;
+
+    let n = t * i;
+    let (gate, up) = (h.random(n, 2.0)?, h.random(n, 1.0)?);
+    let mut out = h.poisoned(n)?;
+    on("reference", h.b.reference.swiglu_forward(&mut out.r, &gate.r, &up.r, n))?;
+    on("candidate", h.b.candidate.swiglu_forward(&mut out.c, &gate.c, &up.c, n))?;
+    h.record("swiglu_forward", format!("n={n}"), &out, n, false)?;
+    let dout = h.random(n, 1.0)?;
+    let (mut dgate, mut dup) = (h.random(n, 1.0)?, h.random(n, 1.0)?);
+    on("reference", h.b.reference.swiglu_backward(&mut dgate.r, &mut dup.r, &dout.r, &gate.r, &up.r, n))?;
+    on("candidate", h.b.candidate.swiglu_backward(&mut dgate.c, &mut dup.c, &dout.c, &gate.c, &up.c, n))?;
+    h.record("swiglu_backward (dgate)", format!("n={n}"), &dgate, n, true)?;
+    h.record("swiglu_backward (dup)", format!("n={n}"), &dup, n, true)?;
+
+    let n = t * c;
+    let (a, b) = (h.random(n, 1.0)?, h.random(n, 1.0)?);
+    let mut out = h.poisoned(n)?;
+    on("reference", h.b.reference.add(&mut out.r, &a.r, &b.r, n))?;
+    on("candidate", h.b.candidate.add(&mut out.c, &a.c, &b.c, n))?;
+    h.record("add", format!("n={n}"), &out, n, false)?;
+    let mut acc = h.random(n, 1.0)?;
+    on("reference", h.b.reference.add_assign(&mut acc.r, &a.r, n))?;
+    on("candidate", h.b.candidate.add_assign(&mut acc.c, &a.c, n))?;
+    h.record("add_assign", format!("n={n}"), &acc, n, true)
+}
+
+fn attention<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let heads = s.heads;
+    let t = s.tokens();
+    let (q_len, kv_len) = (t * heads.n_heads * heads.head_dim, t * heads.n_kv_heads * heads.head_dim);
+    let shape =
+        format!("T={t} seqs={:?} H={} KVH={} D={}", s.seq_lens, heads.n_heads, heads.n_kv_heads, heads.head_dim);
+    let seq_starts = h.upload(Packing::from_lengths(&s.seq_lens).seq_starts)?;
+    let (q, k, v) = (h.random(q_len, 1.0)?, h.random(kv_len, 1.0)?, h.random(kv_len, 1.0)?);
+    let (mut out, mut lse) = (h.poisoned(q_len)?, h.poisoned(t * heads.n_heads)?);
+    on(
+        "reference",
+        h.b.reference.attention_forward(&mut out.r, &mut lse.r, &q.r, &k.r, &v.r, &seq_starts.r, t, heads),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.attention_forward(&mut out.c, &mut lse.c, &q.c, &k.c, &v.c, &seq_starts.c, t, heads),
+    )?;
+    h.record("attention_forward", shape.clone(), &out, q_len, false)?;
+    h.record("attention_forward (lse)", shape.clone(), &lse, t * heads.n_heads, false)?;
+    let dout = h.random(q_len, 1.0)?;
+    let (mut dq, mut dk, mut dv) = (h.random(q_len, 1.0)?, h.random(kv_len, 1.0)?, h.random(kv_len, 1.0)?);
+    on(
+        "reference",
+        h.b.reference.attention_backward(
+            &mut dq.r,
+            &mut dk.r,
+            &mut dv.r,
+            &dout.r,
+            &q.r,
+            &k.r,
+            &v.r,
+            &out.r,
+            &lse.r,
+            &seq_starts.r,
+            t,
+            heads,
+        ),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.attention_backward(
+            &mut dq.c,
+            &mut dk.c,
+            &mut dv.c,
+            &dout.c,
+            &q.c,
+            &k.c,
+            &v.c,
+            &out.c,
+            &lse.c,
+            &seq_starts.c,
+            t,
+            heads,
+        ),
+    )?;
+    h.record("attention_backward (dq)", shape.clone(), &dq, q_len, true)?;
+    h.record("attention_backward (dk)", shape.clone(), &dk, kv_len, true)?;
+    h.record("attention_backward (dv)", shape, &dv, kv_len, true)?;
+
+    // The cache: every slot prefilled to a different length, then one
+    // decode token per slot attending over it.
+    let (slots, max_len) = (s.cache_slots, s.cache_max_len);
+    let kv_dim = heads.n_kv_heads * heads.head_dim;
+    let cache_len = slots * max_len * kv_dim;
+    let (mut k_cache, mut v_cache) = (h.random(cache_len, 1.0)?, h.random(cache_len, 1.0)?);
+    let fill: Vec<usize> = (0..slots).map(|slot| max_len / 2 + slot * (max_len / 2 - 1) / slots.max(1)).collect();
+    let (mut slot_ids, mut positions) = (Vec::new(), Vec::new());
+    for (slot, &length) in fill.iter().enumerate() {
+        for position in 0..length {
+            slot_ids.push(slot as u32);
+            positions.push(position as u32);
+        }
+    }
+    let n_new = slot_ids.len();
+    let (new_k, new_v) = (h.random(n_new * kv_dim, 1.0)?, h.random(n_new * kv_dim, 1.0)?);
+    let (slot_buf, position_buf) = (h.upload(slot_ids)?, h.upload(positions)?);
+    let cache_shape = format!("slots={slots} max_len={max_len} KVH·D={kv_dim} tokens={n_new}");
+    for (cache, new) in [(&mut k_cache, &new_k), (&mut v_cache, &new_v)] {
+        on(
+            "reference",
+            h.b.reference.kv_cache_write(&mut cache.r, &new.r, &slot_buf.r, &position_buf.r, n_new, max_len, kv_dim),
+        )?;
+        on(
+            "candidate",
+            h.b.candidate.kv_cache_write(&mut cache.c, &new.c, &slot_buf.c, &position_buf.c, n_new, max_len, kv_dim),
+        )?;
+    }
+    h.record("kv_cache_write", cache_shape.clone(), &k_cache, cache_len, false)?;
+    let decode_slots: Vec<u32> = (0..slots as u32).collect();
+    let decode_positions: Vec<u32> = fill.iter().map(|&length| length as u32 - 1).collect();
+    let (decode_slots, decode_positions) = (h.upload(decode_slots)?, h.upload(decode_positions)?);
+    let q_len = slots * heads.n_heads * heads.head_dim;
+    let q = h.random(q_len, 1.0)?;
+    let mut out = h.poisoned(q_len)?;
+    on(
+        "reference",
+        h.b.reference.attention_cached(
+            &mut out.r,
+            &q.r,
+            &k_cache.r,
+            &v_cache.r,
+            &decode_slots.r,
+            &decode_positions.r,
+            slots,
+            max_len,
+            heads,
+        ),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.attention_cached(
+            &mut out.c,
+            &q.c,
+            &k_cache.c,
+            &v_cache.c,
+            &decode_slots.c,
+            &decode_positions.c,
+            slots,
+            max_len,
+            heads,
+        ),
+    )?;
+    h.record("attention_cached", format!("{cache_shape} H={}", heads.n_heads), &out, q_len, false)
+}
+
+fn logprobs<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let (t, c, v, r) = (s.tokens(), s.channels, s.vocab, s.rows.min(s.tokens()));
+    let shape = format!("R={r} T={t} C={c} V={v}");
+    let hidden = h.random(t * c, 1.0)?;
+    let lm_head = h.random(v * c, 0.05)?;
+    // Distinct rows, spread over the tokens.
+    let rows: Vec<u32> = (0..r).map(|i| (i * t / r) as u32).collect();
+    let targets: Vec<u32> = (0..r).map(|_| h.below(v)).collect();
+    let (rows, targets) = (h.upload(rows)?, h.upload(targets)?);
+    let (mut logps, mut lse) = (h.poisoned(r)?, h.poisoned(r)?);
+    on(
+        "reference",
+        h.b.reference.token_logprobs_forward(
+            &mut logps.r,
+            &mut lse.r,
+            &hidden.r,
+            &lm_head.r,
+            &rows.r,
+            &targets.r,
+            r,
+            c,
+            v,
+        ),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.token_logprobs_forward(
+            &mut logps.c,
+            &mut lse.c,
+            &hidden.c,
+            &lm_head.c,
+            &rows.c,
+            &targets.c,
+            r,
+            c,
+            v,
+        ),
+    )?;
+    h.record("token_logprobs_forward", shape.clone(), &logps, r, false)?;
+    h.record("token_logprobs_forward (lse)", shape.clone(), &lse, r, false)?;
+    let dlogps = h.random(r, 1.0)?;
+    let (mut dhidden, mut dlm_head) = (h.random(t * c, 1.0)?, h.random(v * c, 1.0)?);
+    on(
+        "reference",
+        h.b.reference.token_logprobs_backward(
+            &mut dhidden.r,
+            &mut dlm_head.r,
+            &dlogps.r,
+            &hidden.r,
+            &lm_head.r,
+            &rows.r,
+            &targets.r,
+            &lse.r,
+            r,
+            c,
+            v,
+        ),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.token_logprobs_backward(
+            &mut dhidden.c,
+            &mut dlm_head.c,
+            &dlogps.c,
+            &hidden.c,
+            &lm_head.c,
+            &rows.c,
+            &targets.c,
+            &lse.c,
+            r,
+            c,
+            v,
+        ),
+    )?;
+    h.record("token_logprobs_backward (dhidden)", shape.clone(), &dhidden, t * c, true)?;
+    h.record("token_logprobs_backward (dlm_head)", shape, &dlm_head, v * c, true)?;
+
+    let n_seqs = s.seq_lens.len() + 1; // the last sequence has no rows
+    let row_seqs: Vec<u32> = (0..r).map(|i| (i * (n_seqs - 1) / r) as u32).collect();
+    let row_seqs = h.upload(row_seqs)?;
+    let logps = h.random(r, 3.0)?;
+    let (mut sums, mut means) = (h.poisoned(n_seqs)?, h.poisoned(n_seqs)?);
+    on("reference", h.b.reference.sequence_logprobs(&mut sums.r, &mut means.r, &logps.r, &row_seqs.r, r, n_seqs))?;
+    on("candidate", h.b.candidate.sequence_logprobs(&mut sums.c, &mut means.c, &logps.c, &row_seqs.c, r, n_seqs))?;
+    let seq_shape = format!("R={r} S={n_seqs}");
+    h.record("sequence_logprobs (sums)", seq_shape.clone(), &sums, n_seqs, false)?;
+    h.record("sequence_logprobs (means)", seq_shape.clone(), &means, n_seqs, false)?;
+    let (dsums, dmeans) = (h.random(n_seqs, 1.0)?, h.random(n_seqs, 1.0)?);
+    let mut dlogps = h.random(r, 1.0)?;
+    on(
+        "reference",
+        h.b.reference.sequence_logprobs_backward(&mut dlogps.r, &dsums.r, &dmeans.r, &row_seqs.r, r, n_seqs),
+    )?;
+    on(
+        "candidate",
+        h.b.candidate.sequence_logprobs_backward(&mut dlogps.c, &dsums.c, &dmeans.c, &row_seqs.c, r, n_seqs),
+    )?;
+    h.record("sequence_logprobs_backward", seq_shape, &dlogps, r, true)
+}
+
+fn optimizers<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let n = s.channels * s.intermediate;
+    let shape = format!("n={n}");
+    let grads = h.random(n, 1e-2)?;
+    let mut params = h.random(n, 0.02)?;
+    let (mut m, mut v) = (h.random(n, 1e-3)?, h.random(n, 1.0)?);
+    // Second moments are non-negative.
+    let squares: Vec<f32> = v.initial.iter().map(|x| x * x * 1e-4).collect();
+    v = h.upload(squares)?;
+    let hp = AdamWParams { weight_decay: 0.01, ..AdamWParams::default() };
+    on("reference", h.b.reference.adamw_step(&mut params.r, &grads.r, &mut m.r, &mut v.r, 3, 1e-3, &hp))?;
+    on("candidate", h.b.candidate.adamw_step(&mut params.c, &grads.c, &mut m.c, &mut v.c, 3, 1e-3, &hp))?;
+    h.record("adamw_step (update)", shape.clone(), &params, n, true)?;
+    h.record("adamw_step (exp_avg_sq)", shape.clone(), &v, n, false)?;
+
+    let mut params = h.random(n, 0.02)?;
+    let squares: Vec<f32> = (0..n).map(|_| (1e-4 * h.rng.standard_normal().abs()) as f32).collect();
+    let mut square_avg = h.upload(squares)?;
+    let hp = RmspropParams { weight_decay: 0.01, ..RmspropParams::default() };
+    on("reference", h.b.reference.rmsprop_step(&mut params.r, &grads.r, &mut square_avg.r, 1e-4, &hp))?;
+    on("candidate", h.b.candidate.rmsprop_step(&mut params.c, &grads.c, &mut square_avg.c, 1e-4, &hp))?;
+    h.record("rmsprop_step (update)", shape.clone(), &params, n, true)?;
+
+    let mut ema = h.random(n, 0.02)?;
+    let weights = h.random(n, 0.02)?;
+    on("reference", h.b.reference.ema_update(&mut ema.r, &weights.r, 0.99))?;
+    on("candidate", h.b.candidate.ema_update(&mut ema.c, &weights.c, 0.99))?;
+    h.record("ema_update", format!("{shape} decay=0.99"), &ema, n, true)?;
+
+    let reference = on("reference", h.b.reference.sum_of_squares(&grads.r))?;
+    let candidate = on("candidate", h.b.candidate.sum_of_squares(&grads.c))?;
+    let rel_error = scalar_error(reference, candidate);
+    h.checks.push(Check {
+        op: "sum_of_squares".into(),
+        shape: shape.clone(),
+        dtype: "f64",
+        rel_error,
+        tolerance: 1e-12,
+    });
+
+    let mut x = h.random(n, 1.0)?;
+    on("reference", h.b.reference.scale(&mut x.r, 0.37))?;
+    on("candidate", h.b.candidate.scale(&mut x.c, 0.37))?;
+    h.record("scale", shape, &x, n, false)
+}

@@ -1,0 +1,119 @@
+//! The GPU against the CPU reference, op by op and for a whole SAPO step
+//! (the same checks as `sapo verify`). Without a CUDA device the GPU tests
+//! print `skipped: no CUDA device: …`; the comparison machinery itself runs
+//! everywhere, CPU against CPU.
+
+use sapo_core::backend::Backend;
+use sapo_core::cpu::CpuBackend;
+use sapo_cuda::{CudaBackend, CudaError};
+use sapo_host::model_files;
+use sapo_host::verify::{self, Backends, Check, OpShapes, StepSetup};
+
+/// Every operation of the `Backend` trait, as the checks name them.
+const TRAIT_OPS: [&str; 30] = [
+    "upload/write/download",
+    "fill_zero",
+    "copy",
+    "matmul",
+    "matmul_batched",
+    "add_bias",
+    "add_bias_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "rms_norm_forward",
+    "rms_norm_backward",
+    "rope_forward",
+    "rope_backward",
+    "attention_forward",
+    "attention_backward",
+    "kv_cache_write",
+    "attention_cached",
+    "swiglu_forward",
+    "swiglu_backward",
+    "add",
+    "add_assign",
+    "token_logprobs_forward",
+    "token_logprobs_backward",
+    "sequence_logprobs",
+    "sequence_logprobs_backward",
+    "adamw_step",
+    "rmsprop_step",
+    "ema_update",
+    "sum_of_squares",
+    "scale",
+];
+
+fn fixture_step(cpu: &CpuBackend, seed: u64) -> StepSetup {
+    let model = sapo_host::train::config::fixtures_dir().join("task").join("model");
+    let loaded = model_files::load(cpu, &model).unwrap();
+    let weights = loaded.params.tensors().into_iter().map(|t| cpu.download(t).unwrap()).collect();
+    StepSetup::random(loaded.config, weights, 6, 8, seed)
+}
+
+fn fresh_seed() -> u64 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    println!("seed {seed}");
+    seed
+}
+
+fn assert_all_pass(checks: &[Check]) {
+    let table = verify::render(checks);
+    println!("{table}");
+    assert!(checks.iter().all(Check::passed), "some checks failed:\n{table}");
+}
+
+fn gpu_or_skip() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(gpu) => Some(gpu),
+        Err(CudaError::Unavailable(reason)) => {
+            println!("skipped: no CUDA device: {reason}");
+            None
+        }
+        Err(error) => panic!("a CUDA device is present but the backend failed to start: {error}"),
+    }
+}
+
+#[test]
+fn cpu_against_itself_covers_every_trait_op_with_zero_error() {
+    let (a, b) = (CpuBackend::new(), CpuBackend::new());
+    let backends = Backends { reference: &a, candidate: &b };
+    let seed = fresh_seed();
+    let mut checks = verify::check_ops(backends, &OpShapes::small(), seed).unwrap();
+    checks.extend(verify::check_step(backends, &fixture_step(&a, seed)).unwrap());
+    for op in TRAIT_OPS {
+        assert!(checks.iter().any(|c| c.op == op || c.op.starts_with(&format!("{op} "))), "no check of {op}");
+    }
+    // The same code on the same backend: bit-identical, so exactly zero.
+    for check in &checks {
+        assert_eq!(check.rel_error, 0.0, "{check:?}");
+    }
+    assert_all_pass(&checks);
+}
+
+#[test]
+fn gpu_ops_match_the_cpu_at_small_and_smollm2_shapes() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let cpu = CpuBackend::new();
+    let backends = Backends { reference: &cpu, candidate: &gpu };
+    let seed = fresh_seed();
+    let mut checks = verify::check_ops(backends, &OpShapes::small(), seed).unwrap();
+    checks.extend(verify::check_ops(backends, &OpShapes::smollm2(), seed + 1).unwrap());
+    assert_all_pass(&checks);
+}
+
+#[test]
+fn a_whole_sapo_step_on_the_gpu_matches_the_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let cpu = CpuBackend::new();
+    let checks = verify::check_step(Backends { reference: &cpu, candidate: &gpu }, &fixture_step(&cpu, fresh_seed()));
+    assert_all_pass(&checks.unwrap());
+}
+
+#[test]
+fn the_gpu_refuses_short_buffers_with_an_error_naming_the_op() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let a = gpu.upload(&[1.0_f32; 4]).unwrap();
+    let mut out = gpu.zeros::<f32>(3).unwrap();
+    let error = gpu.add(&mut out, &a, &a, 4).unwrap_err();
+    assert_eq!(error.to_string(), "add: buffer `out` has 3 elements, needs 4");
+}
