@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""The PyTorch side of `bench/gpu_step.sh`: the DPO step that
+`sapo-host/examples/gpu_step_bench.rs` times, in plain PyTorch eager on the
+same device, shapes and precision (f32, no TF32), with transformers'
+`LlamaForCausalLM` and random weights.
+
+    python3 bench/gpu_step_peer.py --model smollm2 --pairs 8 --prompt 64 --response 192 --steps 10
+
+One step: the reference model's forward under `no_grad`, the policy's
+forward on the same 2·pairs sequences (chosen and rejected interleaved), the
+summed log-probs of the response tokens, the DPO sigmoid loss (β 0.1),
+backward, gradient-norm clipping to 1, `torch.optim.AdamW.step()` and
+`zero_grad`. Phases are separated with `torch.cuda.synchronize()`, as the
+Rust side separates them. Prints one JSON object.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+MODELS = {
+    "smollm2": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, head_dim=64, rope_theta=100000.0,
+                    rms_norm_eps=1e-5, tie_word_embeddings=True),
+    "llama1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                    num_attention_heads=32, num_key_value_heads=4, head_dim=64, rope_theta=10000.0,
+                    rms_norm_eps=1e-5, tie_word_embeddings=False),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2", choices=MODELS)
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--response", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    args = parser.parse_args()
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device("cuda")
+    torch.manual_seed(7)
+    config = LlamaConfig(**MODELS[args.model], attn_implementation=args.attn)
+    policy = LlamaForCausalLM(config).to(device=device, dtype=torch.float32)
+    reference = LlamaForCausalLM(config).to(device=device, dtype=torch.float32)
+    reference.load_state_dict(policy.state_dict())
+    reference.eval().requires_grad_(False)
+    policy.train()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6)
+
+    seq_len = args.prompt + args.response
+    n_seq = 2 * args.pairs
+    tokens = torch.randint(0, config.vocab_size, (n_seq, seq_len), device=device)
+    labels = tokens[:, 1:]
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, args.prompt - 1:] = True  # predicts response tokens prompt..seq_len-1
+
+    def sequence_logps(model):
+        logits = model(input_ids=tokens).logits[:, :-1]
+        logps = torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(-1)).squeeze(-1)
+        return (logps * mask).sum(-1)
+
+    def sync_now():
+        torch.cuda.synchronize()
+        return time.perf_counter()
+
+    phases = []
+    for step in range(args.warmup + args.steps):
+        start = sync_now()
+        with torch.no_grad():
+            ref = sequence_logps(reference)
+        after_reference = sync_now()
+        pol = sequence_logps(policy)
+        margin = (pol[0::2] - ref[0::2]) - (pol[1::2] - ref[1::2])
+        loss = -F.logsigmoid(0.1 * margin).mean()
+        loss.backward()
+        after_policy = sync_now()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+        end = sync_now()
+        if step >= args.warmup:
+            phases.append((end - start, after_reference - start, after_policy - after_reference, end - after_policy))
+
+    column = lambda k: statistics.median(p[k] for p in phases)
+    step_seconds = column(0)
+    print(json.dumps({
+        "side": "pytorch", "device_name": torch.cuda.get_device_name(), "model": args.model, "attn": args.attn,
+        "pairs": args.pairs, "prompt": args.prompt, "response": args.response, "tokens_per_step": n_seq * seq_len,
+        "steps": args.steps, "step_seconds": step_seconds, "reference_seconds": column(1),
+        "policy_seconds": column(2), "optimizer_seconds": column(3),
+        "policy_tokens_per_second": n_seq * seq_len / step_seconds,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }))
+
+
+if __name__ == "__main__":
+    main()
