@@ -1,5 +1,6 @@
 //! [`CudaBackend`]: sapo-core's `Backend` on one NVIDIA GPU.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::cublas::CudaBlas;
@@ -63,6 +64,8 @@ pub struct CudaBackend {
     scratch: Mutex<Scratch>,
     name: String,
     arch: String,
+    /// Wait for the device after every launch and product (profiling only).
+    synchronous: AtomicBool,
 }
 
 impl core::fmt::Debug for CudaBackend {
@@ -114,13 +117,26 @@ impl CudaBackend {
             return Err(CudaError::Unavailable(format!("device {ordinal} requested, the driver reports {count}")));
         }
         let context = CudaContext::new(ordinal)?;
+        // One stream: cudarc's per-buffer events (for ordering across
+        // streams) would only cost two event creations per allocation.
+        // SAFETY: no buffer is ever used on another stream.
+        unsafe { context.disable_event_tracking() };
         let (major, minor) = context.compute_capability()?;
         let arch = format!("sm_{major}{minor}");
         let name = context.name()?;
         let stream = context.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
         let kernels = Kernels::load(&context, &arch)?;
-        Ok(CudaBackend { context, stream, blas, kernels, scratch: Mutex::new(Scratch::default()), name, arch })
+        Ok(CudaBackend {
+            context,
+            stream,
+            blas,
+            kernels,
+            scratch: Mutex::new(Scratch::default()),
+            name,
+            arch,
+            synchronous: AtomicBool::new(false),
+        })
     }
 
     /// The device's name, as the driver reports it.
@@ -139,6 +155,21 @@ impl CudaBackend {
     /// A driver error, such as a fault in an earlier kernel.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         Ok(self.stream.synchronize()?)
+    }
+
+    /// Makes every operation wait for the device before it returns, so that
+    /// host timers around operations (`sapo_core::profile::Profiled`)
+    /// measure device time. Slows training; for profiling only.
+    pub fn set_synchronous(&self, synchronous: bool) {
+        self.synchronous.store(synchronous, Ordering::Relaxed);
+    }
+
+    /// Waits for the device when [`CudaBackend::set_synchronous`] is on.
+    pub(crate) fn sync_if_profiling(&self) -> Result {
+        if self.synchronous.load(Ordering::Relaxed) {
+            self.stream.synchronize()?;
+        }
+        Ok(())
     }
 
     /// The device's (free, total) memory in bytes.
@@ -195,7 +226,7 @@ impl CudaBackend {
         // SAFETY: every caller checks its buffers' lengths against the
         // dimensions it passes, and the kernels index only within them.
         unsafe { args.0.launch(config) }?;
-        Ok(())
+        self.sync_if_profiling()
     }
 
     fn check_heads(op: &'static str, heads: HeadDims) -> Result {

@@ -78,5 +78,5 @@ pub(crate) fn gemm(
             blas.gemm_strided_batched(strided, b, a, out)?;
         }
     }
-    Ok(())
+    backend.sync_if_profiling()
 }

@@ -21,6 +21,7 @@ use sapo_core::model::{
 };
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use sapo_core::optim::AdamWParams;
+use sapo_core::profile::Profiled;
 use sapo_core::rng::SapoRng;
 use sapo_cuda::CudaBackend;
 
@@ -32,6 +33,8 @@ struct Options {
     response: usize,
     steps: usize,
     warmup: usize,
+    /// Time every backend operation (the device waits after each).
+    profile: bool,
 }
 
 fn parse() -> Result<Options> {
@@ -43,6 +46,7 @@ fn parse() -> Result<Options> {
         response: 192,
         steps: 10,
         warmup: 3,
+        profile: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -55,6 +59,7 @@ fn parse() -> Result<Options> {
             "--response" => o.response = value.parse()?,
             "--steps" => o.steps = value.parse()?,
             "--warmup" => o.warmup = value.parse()?,
+            "--profile" => o.profile = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -112,7 +117,12 @@ impl<B: Backend> Timer<'_, B> {
     }
 }
 
-fn run<B: Backend>(backend: &B, sync: &dyn Fn(&B) -> Result<()>, o: &Options) -> Result<serde_json::Value>
+fn run<B: Backend>(
+    backend: &B,
+    sync: &dyn Fn(&B) -> Result<()>,
+    on_warm: &dyn Fn(&B),
+    o: &Options,
+) -> Result<serde_json::Value>
 where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
@@ -148,6 +158,9 @@ where
     let timer = Timer { backend, sync };
     let mut phases: Vec<[f64; 4]> = Vec::new();
     for step in 0..o.warmup + o.steps {
+        if step == o.warmup {
+            on_warm(backend);
+        }
         let start = timer.now()?;
         let ref_logps = forward(backend, &config, &reference, &batch, &mut acts)?.sums;
         let after_reference = timer.now()?;
@@ -199,13 +212,29 @@ fn main() -> Result<()> {
     let record = if o.device.starts_with("cuda") {
         let ordinal = o.device.strip_prefix("cuda:").map_or(Ok(0), str::parse)?;
         let gpu = CudaBackend::new(ordinal)?;
-        let sync = |b: &CudaBackend| b.synchronize().map_err(anyhow::Error::from);
-        let mut record = run(&gpu, &sync, &o)?;
-        record["device_name"] = gpu.device_name().into();
+        let name = gpu.device_name().to_string();
+        let mut record = if o.profile {
+            gpu.set_synchronous(true);
+            let profiled = Profiled::new(gpu);
+            let sync = |b: &Profiled<CudaBackend>| b.inner().synchronize().map_err(anyhow::Error::from);
+            let mut record = run(&profiled, &sync, &|b| b.reset(), &o)?;
+            let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / o.steps as f64;
+            let ops: Vec<serde_json::Value> = profiled
+                .report()
+                .into_iter()
+                .map(|(op, total, calls)| serde_json::json!({"op": op, "ms_per_step": per_step(total), "calls_per_step": calls as f64 / o.steps as f64}))
+                .collect();
+            record["profile"] = ops.into();
+            record
+        } else {
+            let sync = |b: &CudaBackend| b.synchronize().map_err(anyhow::Error::from);
+            run(&gpu, &sync, &|_| {}, &o)?
+        };
+        record["device_name"] = name.into();
         record
     } else {
         let cpu = CpuBackend::new();
-        run(&cpu, &|_| Ok(()), &o)?
+        run(&cpu, &|_| Ok(()), &|_| {}, &o)?
     };
     println!("{record}");
     Ok(())
