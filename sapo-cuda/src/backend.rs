@@ -23,6 +23,11 @@ const MAX_BLOCKS: usize = 65_535;
 const MAX_LOGITS_PER_BLOCK: usize = 1 << 25;
 /// The widest head the attention kernels hold in registers (32 lanes × 8).
 const MAX_HEAD_DIM: usize = 256;
+/// The widest head of the tiled attention kernels (32 lanes × 4); wider
+/// heads take the one-warp-per-row kernels.
+const MAX_TILED_HEAD_DIM: usize = 128;
+/// Rows (queries or keys) per block of the tiled attention kernels.
+const ATTENTION_TILE: usize = 32;
 
 /// Scratch memory reused across operations (they run in order on one
 /// stream, so one buffer of each kind suffices); grown on demand.
@@ -243,6 +248,17 @@ impl CudaBackend {
             });
         }
         Ok(())
+    }
+
+    /// The grid of the tiled attention kernels: tiles × heads × sequences,
+    /// with `floats` of dynamic shared memory per block.
+    fn attention_tiles(n_tokens: usize, heads: usize, n_starts: u32, floats: usize) -> LaunchConfig {
+        let tiles = n_tokens.div_ceil(ATTENTION_TILE) as u32;
+        LaunchConfig {
+            grid_dim: (tiles, heads as u32, n_starts - 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: (floats * 4) as u32,
+        }
     }
 
     fn attention_scale(head_dim: usize) -> f32 {
@@ -515,6 +531,13 @@ impl Backend for CudaBackend {
         let n_starts = Self::seq_starts_len(OP, seq_starts)?;
         let (t, h32, kvh32, d32) = (dim(OP, "n_tokens", n_tokens)?, h as u32, kvh as u32, d as u32);
         let scale = Self::attention_scale(d);
+        if d <= MAX_TILED_HEAD_DIM {
+            let config = Self::attention_tiles(n_tokens, h, n_starts, ATTENTION_TILE * (2 * d + 1));
+            return self.launch(&self.kernels.attention_forward_tiled, config, |args| {
+                args.buf_mut(out).buf_mut(lse).buf(q).buf(k).buf(v).buf(seq_starts);
+                args.value(&h32).value(&kvh32).value(&d32).value(&scale);
+            });
+        }
         self.launch(&self.kernels.attention_forward, Self::per_warp(n_tokens * h), |args| {
             args.buf_mut(out).buf_mut(lse).buf(q).buf(k).buf(v).buf(seq_starts);
             args.value(&n_starts).value(&t).value(&h32).value(&kvh32).value(&d32).value(&scale);
@@ -558,6 +581,23 @@ impl Backend for CudaBackend {
             args.buf_mut(delta).buf(dout).buf(out).value(&t).value(&h32).value(&d32);
         })?;
         let delta = &*delta;
+        if d <= MAX_TILED_HEAD_DIM {
+            let smem = ATTENTION_TILE * 2 * (d + 1);
+            self.launch(
+                &self.kernels.attention_backward_dq_tiled,
+                Self::attention_tiles(n_tokens, h, n_starts, smem),
+                |args| {
+                    args.buf_mut(dq).buf(dout).buf(q).buf(k).buf(v).buf(lse).buf(delta).buf(seq_starts);
+                    args.value(&h32).value(&kvh32).value(&d32).value(&scale);
+                },
+            )?;
+            let smem = ATTENTION_TILE * (2 * (d + 1) + 2);
+            let config = Self::attention_tiles(n_tokens, kvh, n_starts, smem);
+            return self.launch(&self.kernels.attention_backward_dkv_tiled, config, |args| {
+                args.buf_mut(dk).buf_mut(dv).buf(dout).buf(q).buf(k).buf(v).buf(lse).buf(delta).buf(seq_starts);
+                args.value(&h32).value(&kvh32).value(&d32).value(&scale);
+            });
+        }
         self.launch(&self.kernels.attention_backward_dq, Self::per_warp(n_tokens * h), |args| {
             args.buf_mut(dq).buf(dout).buf(q).buf(k).buf(v).buf(lse).buf(delta).buf(seq_starts);
             args.value(&n_starts).value(&t).value(&h32).value(&kvh32).value(&d32).value(&scale);

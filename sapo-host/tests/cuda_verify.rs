@@ -91,13 +91,14 @@ fn cpu_against_itself_covers_every_trait_op_with_zero_error() {
 }
 
 #[test]
-fn gpu_ops_match_the_cpu_at_small_and_smollm2_shapes() {
+fn gpu_ops_match_the_cpu_at_small_smollm2_and_wide_head_shapes() {
     let Some(gpu) = gpu_or_skip() else { return };
     let cpu = CpuBackend::new();
     let backends = Backends { reference: &cpu, candidate: &gpu };
     let seed = fresh_seed();
     let mut checks = verify::check_ops(backends, &OpShapes::small(), seed).unwrap();
     checks.extend(verify::check_ops(backends, &OpShapes::smollm2(), seed + 1).unwrap());
+    checks.extend(verify::check_ops(backends, &OpShapes::wide_heads(), seed + 2).unwrap());
     assert_all_pass(&checks);
 }
 

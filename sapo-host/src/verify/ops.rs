@@ -60,6 +60,21 @@ impl OpShapes {
         }
     }
 
+    /// Heads wider than the tiled attention kernels take (D = 160), so the
+    /// one-warp-per-row kernels are checked too.
+    pub fn wide_heads() -> Self {
+        OpShapes {
+            seq_lens: vec![40, 1, 23],
+            channels: 64,
+            heads: HeadDims { n_heads: 4, n_kv_heads: 2, head_dim: 160 },
+            intermediate: 96,
+            vocab: 300,
+            rows: 30,
+            cache_slots: 2,
+            cache_max_len: 48,
+        }
+    }
+
     fn tokens(&self) -> usize {
         self.seq_lens.iter().sum()
     }
