@@ -533,7 +533,12 @@ impl Backend for CudaBackend {
         let scale = Self::attention_scale(d);
         if d <= MAX_TILED_HEAD_DIM {
             let config = Self::attention_tiles(n_tokens, h, n_starts, ATTENTION_TILE * (2 * d + 1));
-            return self.launch(&self.kernels.attention_forward_tiled, config, |args| {
+            let kernel = if d <= 64 {
+                &self.kernels.attention_forward_tiled_d64
+            } else {
+                &self.kernels.attention_forward_tiled_d128
+            };
+            return self.launch(kernel, config, |args| {
                 args.buf_mut(out).buf_mut(lse).buf(q).buf(k).buf(v).buf(seq_starts);
                 args.value(&h32).value(&kvh32).value(&d32).value(&scale);
             });
@@ -582,18 +587,19 @@ impl Backend for CudaBackend {
         })?;
         let delta = &*delta;
         if d <= MAX_TILED_HEAD_DIM {
+            let (dq_kernel, dkv_kernel) = if d <= 64 {
+                (&self.kernels.attention_backward_dq_tiled_d64, &self.kernels.attention_backward_dkv_tiled_d64)
+            } else {
+                (&self.kernels.attention_backward_dq_tiled_d128, &self.kernels.attention_backward_dkv_tiled_d128)
+            };
             let smem = ATTENTION_TILE * 2 * (d + 1);
-            self.launch(
-                &self.kernels.attention_backward_dq_tiled,
-                Self::attention_tiles(n_tokens, h, n_starts, smem),
-                |args| {
-                    args.buf_mut(dq).buf(dout).buf(q).buf(k).buf(v).buf(lse).buf(delta).buf(seq_starts);
-                    args.value(&h32).value(&kvh32).value(&d32).value(&scale);
-                },
-            )?;
+            self.launch(dq_kernel, Self::attention_tiles(n_tokens, h, n_starts, smem), |args| {
+                args.buf_mut(dq).buf(dout).buf(q).buf(k).buf(v).buf(lse).buf(delta).buf(seq_starts);
+                args.value(&h32).value(&kvh32).value(&d32).value(&scale);
+            })?;
             let smem = ATTENTION_TILE * (2 * (d + 1) + 2);
             let config = Self::attention_tiles(n_tokens, kvh, n_starts, smem);
-            return self.launch(&self.kernels.attention_backward_dkv_tiled, config, |args| {
+            return self.launch(dkv_kernel, config, |args| {
                 args.buf_mut(dk).buf_mut(dv).buf(dout).buf(q).buf(k).buf(v).buf(lse).buf(delta).buf(seq_starts);
                 args.value(&h32).value(&kvh32).value(&d32).value(&scale);
             });

@@ -238,10 +238,9 @@ extern "C" __global__ void attention_forward(float* out, float* lse, const float
     if (warp >= (size_t)n_tokens * n_heads) return;
     const u32 t = warp / n_heads, h = warp % n_heads, kvh = h / (n_heads / n_kv_heads);
     const u32 start = seq_starts[sequence_of(seq_starts, n_starts, t)];
-    const u32 per_lane = (head_dim + 31) / 32;
     float query[MAX_PER_LANE], acc[MAX_PER_LANE];
     const float* q_row = q + ((size_t)t * n_heads + h) * head_dim;
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         query[j] = d < head_dim ? q_row[d] : 0.0f;
         acc[j] = 0.0f;
@@ -250,7 +249,7 @@ extern "C" __global__ void attention_forward(float* out, float* lse, const float
     for (u32 u = start; u <= t; u++) {
         const size_t kv_row = ((size_t)u * n_kv_heads + kvh) * head_dim;
         float dot = 0.0f;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < head_dim) dot += query[j] * k[kv_row + d];
         }
@@ -258,14 +257,14 @@ extern "C" __global__ void attention_forward(float* out, float* lse, const float
         const float new_max = fmaxf(running_max, score);
         const float correction = expf(running_max - new_max), p = expf(score - new_max);
         running_sum = running_sum * correction + p;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < head_dim) acc[j] = acc[j] * correction + p * v[kv_row + d];
         }
         running_max = new_max;
     }
     float* out_row = out + ((size_t)t * n_heads + h) * head_dim;
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         if (d < head_dim) out_row[d] = acc[j] / running_sum;
     }
@@ -297,10 +296,9 @@ extern "C" __global__ void attention_backward_dq(float* dq, const float* dout, c
     if (warp >= (size_t)n_tokens * n_heads) return;
     const u32 t = warp / n_heads, h = warp % n_heads, kvh = h / (n_heads / n_kv_heads);
     const u32 start = seq_starts[sequence_of(seq_starts, n_starts, t)];
-    const u32 per_lane = (head_dim + 31) / 32;
     float query[MAX_PER_LANE], grad_out[MAX_PER_LANE], acc[MAX_PER_LANE];
     const size_t row = warp * head_dim;
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         query[j] = d < head_dim ? q[row + d] : 0.0f;
         grad_out[j] = d < head_dim ? dout[row + d] : 0.0f;
@@ -310,7 +308,7 @@ extern "C" __global__ void attention_backward_dq(float* dq, const float* dout, c
     for (u32 u = start; u <= t; u++) {
         const size_t kv_row = ((size_t)u * n_kv_heads + kvh) * head_dim;
         float score = 0.0f, dp = 0.0f;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < head_dim) {
                 score += query[j] * k[kv_row + d];
@@ -321,12 +319,12 @@ extern "C" __global__ void attention_backward_dq(float* dq, const float* dout, c
         dp = warp_sum(dp);
         const float p = expf(score * scale - row_lse);
         const float ds = p * (dp - row_delta) * scale;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < head_dim) acc[j] += ds * k[kv_row + d];
         }
     }
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         if (d < head_dim) dq[row + d] += acc[j];
     }
@@ -345,10 +343,9 @@ extern "C" __global__ void attention_backward_dkv(float* dk, float* dv, const fl
     if (warp >= (size_t)n_tokens * n_kv_heads) return;
     const u32 u = warp / n_kv_heads, kvh = warp % n_kv_heads, group = n_heads / n_kv_heads;
     const u32 end = seq_starts[sequence_of(seq_starts, n_starts, u) + 1];
-    const u32 per_lane = (head_dim + 31) / 32;
     float key[MAX_PER_LANE], value[MAX_PER_LANE], dkey[MAX_PER_LANE], dvalue[MAX_PER_LANE];
     const size_t kv_row = warp * head_dim;
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         key[j] = d < head_dim ? k[kv_row + d] : 0.0f;
         value[j] = d < head_dim ? v[kv_row + d] : 0.0f;
@@ -360,7 +357,7 @@ extern "C" __global__ void attention_backward_dkv(float* dk, float* dv, const fl
             const size_t qh = (size_t)t * n_heads + h;
             const size_t row = qh * head_dim;
             float score = 0.0f, dp = 0.0f;
-            for (u32 j = 0; j < per_lane; j++) {
+            _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
                 const u32 d = lane + 32 * j;
                 if (d < head_dim) {
                     score += q[row + d] * key[j];
@@ -371,7 +368,7 @@ extern "C" __global__ void attention_backward_dkv(float* dk, float* dv, const fl
             dp = warp_sum(dp);
             const float p = expf(score * scale - lse[qh]);
             const float ds = p * (dp - delta[qh]) * scale;
-            for (u32 j = 0; j < per_lane; j++) {
+            _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
                 const u32 d = lane + 32 * j;
                 if (d < head_dim) {
                     dkey[j] += ds * q[row + d];
@@ -380,7 +377,7 @@ extern "C" __global__ void attention_backward_dkv(float* dk, float* dv, const fl
             }
         }
     }
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         if (d < head_dim) {
             dk[kv_row + d] += dkey[j];
@@ -412,7 +409,6 @@ extern "C" __global__ void attention_cached(float* out, const float* q, const fl
     if (warp >= (size_t)n_tokens * n_heads) return;
     const u32 t = warp / n_heads, h = warp % n_heads, kvh = h / (n_heads / n_kv_heads);
     const u32 slot = slots[t], last = positions[t];
-    const u32 per_lane = (head_dim + 31) / 32;
     float* out_row = out + warp * head_dim;
     if (slot >= n_slots || last >= max_len) {
         for (u32 d = lane; d < head_dim; d += 32) out_row[d] = SAPO_NAN;
@@ -420,7 +416,7 @@ extern "C" __global__ void attention_cached(float* out, const float* q, const fl
     }
     float query[MAX_PER_LANE], acc[MAX_PER_LANE];
     const float* q_row = q + warp * head_dim;
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         query[j] = d < head_dim ? q_row[d] : 0.0f;
         acc[j] = 0.0f;
@@ -429,7 +425,7 @@ extern "C" __global__ void attention_cached(float* out, const float* q, const fl
     for (u32 u = 0; u <= last; u++) {
         const size_t kv_row = (((size_t)slot * max_len + u) * n_kv_heads + kvh) * head_dim;
         float dot = 0.0f;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < head_dim) dot += query[j] * k_cache[kv_row + d];
         }
@@ -437,13 +433,13 @@ extern "C" __global__ void attention_cached(float* out, const float* q, const fl
         const float new_max = fmaxf(running_max, score);
         const float correction = expf(running_max - new_max), p = expf(score - new_max);
         running_sum = running_sum * correction + p;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < head_dim) acc[j] = acc[j] * correction + p * v_cache[kv_row + d];
         }
         running_max = new_max;
     }
-    for (u32 j = 0; j < per_lane; j++) {
+    _Pragma("unroll") for (u32 j = 0; j < MAX_PER_LANE; j++) {
         const u32 d = lane + 32 * j;
         if (d < head_dim) out_row[d] = acc[j] / running_sum;
     }
@@ -602,9 +598,9 @@ extern "C" __global__ void sum_of_squares(double* total, const float* x, u64 n) 
 
 #define TILE 32
 #define ROWS_PER_WARP 4
-#define TILE_MAX_PER_LANE 4
 
-extern "C" __global__ void attention_forward_tiled(float* out, float* lse, const float* q, const float* k,
+template <u32 PER_LANE>
+__device__ __forceinline__ void attention_forward_tiled_impl(float* out, float* lse, const float* q, const float* k,
                                                    const float* v, const u32* seq_starts, u32 n_heads,
                                                    u32 n_kv_heads, u32 head_dim, float scale) {
     extern __shared__ float shared[];
@@ -616,13 +612,12 @@ extern "C" __global__ void attention_forward_tiled(float* out, float* lse, const
     const u32 q0 = blockIdx.x * TILE;
     if (q0 >= len) return;
     const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const u32 per_lane = (D + 31) / 32;
     const u32 last_query = min(q0 + TILE, len) - 1;  // relative to start
-    float row_max[ROWS_PER_WARP], row_sum[ROWS_PER_WARP], acc[ROWS_PER_WARP][TILE_MAX_PER_LANE];
-    for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+    float row_max[ROWS_PER_WARP], row_sum[ROWS_PER_WARP], acc[ROWS_PER_WARP][PER_LANE];
+    _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
         row_max[i] = -SAPO_INF;
         row_sum[i] = 0.0f;
-        for (u32 j = 0; j < TILE_MAX_PER_LANE; j++) acc[i][j] = 0.0f;
+        _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) acc[i][j] = 0.0f;
     }
     for (u32 k0 = 0; k0 <= last_query; k0 += TILE) {
         __syncthreads();
@@ -634,7 +629,7 @@ extern "C" __global__ void attention_forward_tiled(float* out, float* lse, const
             values[r * D + d] = inside ? v[row] : 0.0f;
         }
         __syncthreads();
-        for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+        _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
             const u32 t = q0 + warp * ROWS_PER_WARP + i;
             if (t >= len || k0 > t) continue;  // warp-uniform
             const float* query = q + ((size_t)(start + t) * n_heads + h) * D;
@@ -647,11 +642,11 @@ extern "C" __global__ void attention_forward_tiled(float* out, float* lse, const
             const float correction = expf(row_max[i] - new_max);
             const float p = valid ? expf(score - new_max) : 0.0f;
             row_sum[i] = row_sum[i] * correction + warp_sum(p);
-            for (u32 j = 0; j < per_lane; j++) acc[i][j] *= correction;
+            _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) acc[i][j] *= correction;
             const u32 visible = min(TILE, t - k0 + 1);
             for (u32 r = 0; r < visible; r++) {
                 const float weight = __shfl_sync(FULL_MASK, p, r);
-                for (u32 j = 0; j < per_lane; j++) {
+                _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) {
                     const u32 d = lane + 32 * j;
                     if (d < D) acc[i][j] += weight * values[r * D + d];
                 }
@@ -659,11 +654,11 @@ extern "C" __global__ void attention_forward_tiled(float* out, float* lse, const
             row_max[i] = new_max;
         }
     }
-    for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+    _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
         const u32 t = q0 + warp * ROWS_PER_WARP + i;
         if (t >= len) continue;
         const size_t row = (size_t)(start + t) * n_heads + h;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < D) out[row * D + d] = acc[i][j] / row_sum[i];
         }
@@ -672,7 +667,8 @@ extern "C" __global__ void attention_forward_tiled(float* out, float* lse, const
 }
 
 // dq += Σ_u ds·k_u, ds = p·(dout·v_u − delta)·scale, p = exp(q·k_u·scale − lse).
-extern "C" __global__ void attention_backward_dq_tiled(float* dq, const float* dout, const float* q, const float* k,
+template <u32 PER_LANE>
+__device__ __forceinline__ void attention_backward_dq_tiled_impl(float* dq, const float* dout, const float* q, const float* k,
                                                        const float* v, const float* lse, const float* delta,
                                                        const u32* seq_starts, u32 n_heads, u32 n_kv_heads,
                                                        u32 head_dim, float scale) {
@@ -685,11 +681,10 @@ extern "C" __global__ void attention_backward_dq_tiled(float* dq, const float* d
     const u32 q0 = blockIdx.x * TILE;
     if (q0 >= len) return;
     const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const u32 per_lane = (D + 31) / 32;
     const u32 last_query = min(q0 + TILE, len) - 1;
-    float acc[ROWS_PER_WARP][TILE_MAX_PER_LANE];
-    for (u32 i = 0; i < ROWS_PER_WARP; i++)
-        for (u32 j = 0; j < TILE_MAX_PER_LANE; j++) acc[i][j] = 0.0f;
+    float acc[ROWS_PER_WARP][PER_LANE];
+    _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++)
+        _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) acc[i][j] = 0.0f;
     for (u32 k0 = 0; k0 <= last_query; k0 += TILE) {
         __syncthreads();
         for (u32 index = threadIdx.x; index < TILE * D; index += blockDim.x) {
@@ -700,7 +695,7 @@ extern "C" __global__ void attention_backward_dq_tiled(float* dq, const float* d
             values[r * stride + d] = inside ? v[row] : 0.0f;
         }
         __syncthreads();
-        for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+        _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
             const u32 t = q0 + warp * ROWS_PER_WARP + i;
             if (t >= len || k0 > t) continue;
             const size_t qh = (size_t)(start + t) * n_heads + h;
@@ -717,18 +712,18 @@ extern "C" __global__ void attention_backward_dq_tiled(float* dq, const float* d
             const u32 visible = min(TILE, t - k0 + 1);
             for (u32 r = 0; r < visible; r++) {
                 const float weight = __shfl_sync(FULL_MASK, ds, r);
-                for (u32 j = 0; j < per_lane; j++) {
+                _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) {
                     const u32 d = lane + 32 * j;
                     if (d < D) acc[i][j] += weight * keys[r * stride + d];
                 }
             }
         }
     }
-    for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+    _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
         const u32 t = q0 + warp * ROWS_PER_WARP + i;
         if (t >= len) continue;
         const size_t row = ((size_t)(start + t) * n_heads + h) * D;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < D) dq[row + d] += acc[i][j];
         }
@@ -738,7 +733,8 @@ extern "C" __global__ void attention_backward_dq_tiled(float* dq, const float* d
 // dk_u += Σ_{t ≥ u, h in group} ds·q_t, dv_u += Σ p·dout_t: one block per
 // (tile of 32 keys, key/value head, sequence); queries and output gradients
 // staged a tile at a time, lanes over queries.
-extern "C" __global__ void attention_backward_dkv_tiled(float* dk, float* dv, const float* dout, const float* q,
+template <u32 PER_LANE>
+__device__ __forceinline__ void attention_backward_dkv_tiled_impl(float* dk, float* dv, const float* dout, const float* q,
                                                         const float* k, const float* v, const float* lse,
                                                         const float* delta, const u32* seq_starts, u32 n_heads,
                                                         u32 n_kv_heads, u32 head_dim, float scale) {
@@ -753,10 +749,9 @@ extern "C" __global__ void attention_backward_dkv_tiled(float* dk, float* dv, co
     const u32 k0 = blockIdx.x * TILE;
     if (k0 >= len) return;
     const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const u32 per_lane = (D + 31) / 32;
-    float dkey[ROWS_PER_WARP][TILE_MAX_PER_LANE], dvalue[ROWS_PER_WARP][TILE_MAX_PER_LANE];
-    for (u32 i = 0; i < ROWS_PER_WARP; i++)
-        for (u32 j = 0; j < TILE_MAX_PER_LANE; j++) dkey[i][j] = dvalue[i][j] = 0.0f;
+    float dkey[ROWS_PER_WARP][PER_LANE], dvalue[ROWS_PER_WARP][PER_LANE];
+    _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++)
+        _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) dkey[i][j] = dvalue[i][j] = 0.0f;
     for (u32 h = kvh * group; h < (kvh + 1) * group; h++) {
         for (u32 t0 = k0; t0 < len; t0 += TILE) {
             __syncthreads();
@@ -774,7 +769,7 @@ extern "C" __global__ void attention_backward_dkv_tiled(float* dk, float* dv, co
                 tile_delta[threadIdx.x] = t < len ? delta[qh] : 0.0f;
             }
             __syncthreads();
-            for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+            _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
                 const u32 u = k0 + warp * ROWS_PER_WARP + i;
                 if (u >= len) continue;
                 const size_t kv_row = ((size_t)(start + u) * n_kv_heads + kvh) * D;
@@ -790,7 +785,7 @@ extern "C" __global__ void attention_backward_dkv_tiled(float* dk, float* dv, co
                 for (u32 r = 0; r < TILE; r++) {
                     const float weight_k = __shfl_sync(FULL_MASK, ds, r);
                     const float weight_v = __shfl_sync(FULL_MASK, p, r);
-                    for (u32 j = 0; j < per_lane; j++) {
+                    _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) {
                         const u32 d = lane + 32 * j;
                         if (d < D) {
                             dkey[i][j] += weight_k * queries[r * stride + d];
@@ -801,11 +796,11 @@ extern "C" __global__ void attention_backward_dkv_tiled(float* dk, float* dv, co
             }
         }
     }
-    for (u32 i = 0; i < ROWS_PER_WARP; i++) {
+    _Pragma("unroll") for (u32 i = 0; i < ROWS_PER_WARP; i++) {
         const u32 u = k0 + warp * ROWS_PER_WARP + i;
         if (u >= len) continue;
         const size_t kv_row = ((size_t)(start + u) * n_kv_heads + kvh) * D;
-        for (u32 j = 0; j < per_lane; j++) {
+        _Pragma("unroll") for (u32 j = 0; j < PER_LANE; j++) {
             const u32 d = lane + 32 * j;
             if (d < D) {
                 dk[kv_row + d] += dkey[i][j];
@@ -813,4 +808,45 @@ extern "C" __global__ void attention_backward_dkv_tiled(float* dk, float* dv, co
             }
         }
     }
+}
+
+// Entry points per head width: D ≤ 64 (2 channels per lane) and D ≤ 128 (4).
+extern "C" __global__ void attention_forward_tiled_d64(float* out, float* lse, const float* q, const float* k,
+                                                   const float* v, const u32* seq_starts, u32 n_heads,
+                                                   u32 n_kv_heads, u32 head_dim, float scale) {
+    attention_forward_tiled_impl<2>(out, lse, q, k, v, seq_starts, n_heads, n_kv_heads, head_dim, scale);
+}
+
+extern "C" __global__ void attention_forward_tiled_d128(float* out, float* lse, const float* q, const float* k,
+                                                   const float* v, const u32* seq_starts, u32 n_heads,
+                                                   u32 n_kv_heads, u32 head_dim, float scale) {
+    attention_forward_tiled_impl<4>(out, lse, q, k, v, seq_starts, n_heads, n_kv_heads, head_dim, scale);
+}
+
+extern "C" __global__ void attention_backward_dq_tiled_d64(float* dq, const float* dout, const float* q, const float* k,
+                                                       const float* v, const float* lse, const float* delta,
+                                                       const u32* seq_starts, u32 n_heads, u32 n_kv_heads,
+                                                       u32 head_dim, float scale) {
+    attention_backward_dq_tiled_impl<2>(dq, dout, q, k, v, lse, delta, seq_starts, n_heads, n_kv_heads, head_dim, scale);
+}
+
+extern "C" __global__ void attention_backward_dq_tiled_d128(float* dq, const float* dout, const float* q, const float* k,
+                                                       const float* v, const float* lse, const float* delta,
+                                                       const u32* seq_starts, u32 n_heads, u32 n_kv_heads,
+                                                       u32 head_dim, float scale) {
+    attention_backward_dq_tiled_impl<4>(dq, dout, q, k, v, lse, delta, seq_starts, n_heads, n_kv_heads, head_dim, scale);
+}
+
+extern "C" __global__ void attention_backward_dkv_tiled_d64(float* dk, float* dv, const float* dout, const float* q,
+                                                        const float* k, const float* v, const float* lse,
+                                                        const float* delta, const u32* seq_starts, u32 n_heads,
+                                                        u32 n_kv_heads, u32 head_dim, float scale) {
+    attention_backward_dkv_tiled_impl<2>(dk, dv, dout, q, k, v, lse, delta, seq_starts, n_heads, n_kv_heads, head_dim, scale);
+}
+
+extern "C" __global__ void attention_backward_dkv_tiled_d128(float* dk, float* dv, const float* dout, const float* q,
+                                                        const float* k, const float* v, const float* lse,
+                                                        const float* delta, const u32* seq_starts, u32 n_heads,
+                                                        u32 n_kv_heads, u32 head_dim, float scale) {
+    attention_backward_dkv_tiled_impl<4>(dk, dv, dout, q, k, v, lse, delta, seq_starts, n_heads, n_kv_heads, head_dim, scale);
 }
