@@ -54,12 +54,19 @@ run() {
     .gpu/sapo verify --model fixtures/task/model 2>&1 | tee "$out/verify.log" | tail -60
     echo "== bench"
     : >"$out/bench.jsonl"
-    for model in ${MODELS:-smollm2 llama1b}; do
-        .gpu/gpu_step_bench --device cuda --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 2>&1 |
-            tee -a "$out/bench.jsonl"
-        python3 bench/gpu_step_peer.py --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 2>&1 |
-            tail -1 | tee -a "$out/bench.jsonl"
+    for tf32 in false true; do
+        for model in ${MODELS:-smollm2 llama1b}; do
+            .gpu/gpu_step_bench --device cuda --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 \
+                --tf32 $tf32 2>&1 | tee -a "$out/bench.jsonl"
+            python3 bench/gpu_step_peer.py --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 \
+                --tf32 $tf32 2>&1 | tail -1 | tee -a "$out/bench.jsonl"
+        done
     done
+    # The sampler: greedy decode through the KV cache against transformers' generate.
+    .gpu/gpu_step_bench --device cuda --mode decode --model smollm2 --pairs 8 --prompt 64 --response 128 --steps 3 \
+        2>&1 | tee -a "$out/bench.jsonl"
+    python3 bench/gpu_step_peer.py --mode decode --model smollm2 --pairs 8 --prompt 64 --response 128 --steps 3 \
+        2>&1 | tail -1 | tee -a "$out/bench.jsonl"
 }
 
 case "${1:-}" in

@@ -43,14 +43,19 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--tf32", default="false", choices=["true", "false"])
+    parser.add_argument("--mode", default="step", choices=["step", "decode"])
     args = parser.parse_args()
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = args.tf32 == "true"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     device = torch.device("cuda")
     torch.manual_seed(7)
     config = LlamaConfig(**MODELS[args.model], attn_implementation=args.attn)
     policy = LlamaForCausalLM(config).to(device=device, dtype=torch.float32)
+    if args.mode == "decode":
+        return decode(args, config, policy, device)
     reference = LlamaForCausalLM(config).to(device=device, dtype=torch.float32)
     reference.load_state_dict(policy.state_dict())
     reference.eval().requires_grad_(False)
@@ -100,7 +105,31 @@ def main():
         "policy_seconds": column(2), "optimizer_seconds": column(3),
         "policy_tokens_per_second": n_seq * seq_len / step_seconds,
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "tf32": tf32,
+    }))
+
+
+def decode(args, config, model, device):
+    """`generate`, greedy, exactly `response` new tokens per sequence after `prompt` random tokens."""
+    model.eval()
+    prompts = torch.randint(0, config.vocab_size, (args.pairs, args.prompt), device=device)
+    attention_mask = torch.ones_like(prompts)
+    times = []
+    for run in range(1 + args.steps):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=prompts, attention_mask=attention_mask, max_new_tokens=args.response,
+                                 min_new_tokens=args.response, do_sample=False, pad_token_id=0)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        assert out.shape[1] == args.prompt + args.response
+    seconds = statistics.median(times[1:])
+    print(json.dumps({
+        "side": "pytorch", "mode": "decode", "device_name": torch.cuda.get_device_name(), "model": args.model,
+        "batch": args.pairs, "prompt": args.prompt, "new_tokens": args.response, "seconds": seconds,
+        "new_tokens_per_second": args.pairs * args.response / seconds, "torch": torch.__version__,
+        "transformers": transformers.__version__,
     }))
 
 

@@ -35,6 +35,11 @@ struct Options {
     warmup: usize,
     /// Time every backend operation (the device waits after each).
     profile: bool,
+    /// TF32 tensor-core products (cuBLAS), as PyTorch's allow_tf32.
+    tf32: bool,
+    /// `step` (a DPO training step) or `decode` (greedy generation of
+    /// `response` new tokens after `prompt` tokens, `pairs` sequences).
+    mode: String,
 }
 
 fn parse() -> Result<Options> {
@@ -47,6 +52,8 @@ fn parse() -> Result<Options> {
         steps: 10,
         warmup: 3,
         profile: false,
+        tf32: false,
+        mode: "step".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -60,6 +67,8 @@ fn parse() -> Result<Options> {
             "--steps" => o.steps = value.parse()?,
             "--warmup" => o.warmup = value.parse()?,
             "--profile" => o.profile = value.parse()?,
+            "--tf32" => o.tf32 = value.parse()?,
+            "--mode" => o.mode = value.clone(),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -207,13 +216,63 @@ where
     }))
 }
 
+/// Greedy generation through the KV cache: `pairs` sequences of `prompt`
+/// random tokens, `response` new tokens each (no stop ids), timed whole
+/// (prefill included) after one warm-up run.
+fn decode<B: Backend>(backend: &B, sync: &dyn Fn(&B) -> Result<()>, o: &Options) -> Result<serde_json::Value>
+where
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    use sapo_core::model::{DecodeBuffers, GenerationConfig, KvCache, generate};
+    use sapo_core::sampling::SamplingParams;
+    let config = model_config(&o.model)?;
+    let mut rng = SapoRng::from_seed_u64(11);
+    let mut params = LlamaParams::zeros(backend, &config)?;
+    for tensor in params.tensors_mut() {
+        let n = backend.len(tensor);
+        let values: Vec<f32> = (0..n).map(|_| (0.02 * rng.standard_normal()) as f32).collect();
+        backend.write(tensor, &values)?;
+    }
+    let prompts: Vec<Vec<u32>> = (0..o.pairs)
+        .map(|_| (0..o.prompt).map(|_| (rng.next_u64() % config.vocab_size as u64) as u32).collect())
+        .collect();
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let mut cache = KvCache::new(backend, &config, o.pairs, o.prompt + o.response)?;
+    let mut buffers = DecodeBuffers::new(backend, &config, o.pairs * o.prompt, o.pairs)?;
+    let generation =
+        GenerationConfig { max_new_tokens: o.response, stop_ids: Vec::new(), sampling: SamplingParams::greedy() };
+    let mut seconds = Vec::new();
+    for _ in 0..1 + o.steps {
+        let mut rngs: Vec<SapoRng> = (0..o.pairs).map(|i| SapoRng::from_seed_u64(i as u64)).collect();
+        sync(backend)?;
+        let start = Instant::now();
+        let out = generate(backend, &config, &params, &mut cache, &mut buffers, &refs, &generation, &mut rngs)
+            .map_err(|e| anyhow!("{e}"))?;
+        sync(backend)?;
+        seconds.push(start.elapsed().as_secs_f64());
+        let produced: usize = out.iter().map(Vec::len).sum();
+        if produced != o.pairs * o.response {
+            bail!("generated {produced} tokens, expected {}", o.pairs * o.response);
+        }
+    }
+    let seconds = median(seconds[1..].to_vec());
+    Ok(serde_json::json!({
+        "side": "sapo", "mode": "decode", "device": o.device, "model": o.model, "batch": o.pairs,
+        "prompt": o.prompt, "new_tokens": o.response, "seconds": seconds,
+        "new_tokens_per_second": (o.pairs * o.response) as f64 / seconds,
+    }))
+}
+
 fn main() -> Result<()> {
     let o = parse()?;
-    let record = if o.device.starts_with("cuda") {
+    let mut record = if o.device.starts_with("cuda") {
         let ordinal = o.device.strip_prefix("cuda:").map_or(Ok(0), str::parse)?;
         let gpu = CudaBackend::new(ordinal)?;
+        gpu.set_tf32(o.tf32)?;
         let name = gpu.device_name().to_string();
-        let mut record = if o.profile {
+        let mut record = if o.mode == "decode" {
+            decode(&gpu, &|b: &CudaBackend| b.synchronize().map_err(anyhow::Error::from), &o)?
+        } else if o.profile {
             gpu.set_synchronous(true);
             let profiled = Profiled::new(gpu);
             let sync = |b: &Profiled<CudaBackend>| b.inner().synchronize().map_err(anyhow::Error::from);
@@ -232,10 +291,13 @@ fn main() -> Result<()> {
         };
         record["device_name"] = name.into();
         record
+    } else if o.mode == "decode" {
+        decode(&CpuBackend::new(), &|_| Ok(()), &o)?
     } else {
         let cpu = CpuBackend::new();
         run(&cpu, &|_| Ok(()), &|_| {}, &o)?
     };
+    record["tf32"] = o.tf32.into();
     println!("{record}");
     Ok(())
 }

@@ -16,7 +16,7 @@ mod table;
 
 use sapo_core::backend::Backend;
 
-pub use ops::{OpShapes, check_ops};
+pub use ops::{OpShapes, check_matmuls, check_ops};
 pub use step::{StepSetup, check_step};
 pub use table::render;
 
@@ -47,6 +47,8 @@ impl Check {
 
 /// Tolerance of one f32 operation (different summation orders only).
 pub const F32_OP_TOLERANCE: f64 = 1e-5;
+/// Tolerance of an f32 matrix product run in TF32 on tensor cores.
+pub const TF32_MATMUL_TOLERANCE: f64 = 5e-4;
 /// Tolerance of a whole f32 training step's loss, gradient norm and
 /// log-probs (errors compound through every layer).
 pub const F32_STEP_TOLERANCE: f64 = 1e-4;

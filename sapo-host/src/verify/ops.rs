@@ -91,6 +91,9 @@ struct Harness<'a, R: Backend, C: Backend> {
     b: Backends<'a, R, C>,
     rng: SapoRng,
     checks: Vec<Check>,
+    /// The tolerance and element-type label of f32 outputs.
+    tolerance: f64,
+    dtype: &'static str,
 }
 
 impl<R: Backend, C: Backend> Harness<'_, R, C> {
@@ -120,7 +123,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
     /// Compares the leading `n` elements; with `accumulated`, what was added
     /// to the starting values.
     fn record(&mut self, op: &str, shape: String, twin: &Twin<R, C, f32>, n: usize, accumulated: bool) -> Result<()> {
-        self.record_with(op, shape, twin, n, accumulated, F32_OP_TOLERANCE)
+        self.record_with(op, shape, twin, n, accumulated, self.tolerance)
     }
 
     fn record_with(
@@ -142,7 +145,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
             }
         }
         let rel_error = relative_error(&reference, &candidate);
-        self.checks.push(Check { op: op.to_string(), shape, dtype: "f32", rel_error, tolerance });
+        self.checks.push(Check { op: op.to_string(), shape, dtype: self.dtype, rel_error, tolerance });
         Ok(())
     }
 }
@@ -157,8 +160,15 @@ pub fn check_ops<R: Backend, C: Backend>(
     shapes: &OpShapes,
     seed: u64,
 ) -> Result<Vec<Check>> {
-    let mut h = Harness { b: backends, rng: SapoRng::from_seed_u64(seed), checks: Vec::new() };
+    let mut h = Harness {
+        b: backends,
+        rng: SapoRng::from_seed_u64(seed),
+        checks: Vec::new(),
+        tolerance: F32_OP_TOLERANCE,
+        dtype: "f32",
+    };
     buffers(&mut h)?;
+    matmuls(&mut h, shapes)?;
     linear_algebra(&mut h, shapes)?;
     layers(&mut h, shapes)?;
     attention(&mut h, shapes)?;
@@ -210,7 +220,25 @@ fn buffers<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>) -> Result<()> {
     Ok(())
 }
 
-fn linear_algebra<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+/// The matrix products alone, labelled `dtype` and held to `tolerance`: for
+/// a candidate whose products run in a reduced precision such as TF32
+/// (relative error about 5e-4 by design).
+///
+/// # Errors
+/// A backend error.
+pub fn check_matmuls<R: Backend, C: Backend>(
+    backends: Backends<'_, R, C>,
+    shapes: &OpShapes,
+    seed: u64,
+    dtype: &'static str,
+    tolerance: f64,
+) -> Result<Vec<Check>> {
+    let mut h = Harness { b: backends, rng: SapoRng::from_seed_u64(seed), checks: Vec::new(), tolerance, dtype };
+    matmuls(&mut h, shapes)?;
+    Ok(h.checks)
+}
+
+fn matmuls<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
     let (t, c, i) = (s.tokens(), s.channels, s.intermediate);
     // The four layouts a linear layer's forward and backward use.
     let specs = [
@@ -235,7 +263,11 @@ fn linear_algebra<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShape
     let mut out = h.poisoned(spec.out_len() * batch)?;
     on("reference", h.b.reference.matmul_batched(&mut out.r, &a.r, &b.r, spec, batch))?;
     on("candidate", h.b.candidate.matmul_batched(&mut out.c, &a.c, &b.c, spec, batch))?;
-    h.record("matmul_batched", format!("batch={batch} m=64 k={d} n=64"), &out, spec.out_len() * batch, false)?;
+    h.record("matmul_batched", format!("batch={batch} m=64 k={d} n=64"), &out, spec.out_len() * batch, false)
+}
+
+fn linear_algebra<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let (t, c) = (s.tokens(), s.channels);
 
     let mut out = h.random(t * c, 1.0)?;
     let bias = h.random(c, 1.0)?;
