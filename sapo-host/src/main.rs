@@ -88,6 +88,9 @@ struct TrainArgs {
     /// Optimizer steps (config field `max_steps`).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// Where to train: cpu, cuda or cuda:N (config field `device`).
+    #[arg(long)]
+    device: Option<String>,
     /// CPU threads (config field `threads`; 0 = all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -218,6 +221,7 @@ fn train(args: TrainArgs) -> Result<()> {
     flag("model", args.model.as_ref().map(|p| p.display().to_string()));
     flag("data", args.data.as_ref().map(|p| p.display().to_string()));
     flag("output_dir", args.output_dir.as_ref().map(|p| p.display().to_string()));
+    flag("device", args.device.clone());
     let mut numbers: Vec<String> = Vec::new();
     numbers.extend(args.seed.map(|v| format!("seed={v}")));
     numbers.extend(args.max_steps.map(|v| format!("max_steps={v}")));
@@ -247,16 +251,21 @@ fn train(args: TrainArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     }
     let resuming = args.resume.is_some() || (!args.overwrite && !checkpoints.is_empty());
-    let trainer = if resuming {
-        let (trainer, notes) = sapo_host::train::Trainer::resume(config, args.allow_config_change)?;
-        if !args.quiet {
-            notes.iter().for_each(|note| eprintln!("sapo: {note}"));
+    let summary = match cuda_ordinal(&config.device)? {
+        None if resuming => resume_and_run(config, CpuBackend::new(), &args)?,
+        None => sapo_host::train::Trainer::new(config)?.run(args.quiet)?,
+        Some(ordinal) => {
+            let gpu = sapo_cuda::CudaBackend::new(ordinal).map_err(|e| Failure::Run(e.into()))?;
+            if !args.quiet {
+                eprintln!("sapo: training on {} ({})", gpu.device_name(), gpu.arch());
+            }
+            if resuming {
+                resume_and_run(config, gpu, &args)?
+            } else {
+                sapo_host::train::Trainer::on_backend(config, gpu)?.run(args.quiet)?
+            }
         }
-        trainer
-    } else {
-        sapo_host::train::Trainer::new(config)?
     };
-    let summary = trainer.run(args.quiet)?;
     let pair = |p: Option<(f64, f64)>, digits: usize| {
         p.map(|(a, b)| format!("{a:.digits$} → {b:.digits$}")).unwrap_or_else(|| "n/a".into())
     };
@@ -293,16 +302,34 @@ fn toml_string(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
 }
 
+/// `cpu` → `None`, `cuda` → device 0, `cuda:N` → device N.
+fn cuda_ordinal(device: &str) -> Result<Option<usize>> {
+    match device {
+        "cpu" => Ok(None),
+        "cuda" => Ok(Some(0)),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(ordinal)) => Ok(Some(ordinal)),
+            _ => bail!("device `{other}`: expected cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+fn resume_and_run<B: sapo_host::train::TrainBackend>(
+    config: sapo_host::train::TrainConfig,
+    backend: B,
+    args: &TrainArgs,
+) -> Result<sapo_host::train::RunSummary> {
+    let (trainer, notes) = sapo_host::train::Trainer::resume_on(config, backend, args.allow_config_change)?;
+    if !args.quiet {
+        notes.iter().for_each(|note| eprintln!("sapo: {note}"));
+    }
+    trainer.run(args.quiet)
+}
+
 fn verify(args: VerifyArgs) -> Result<()> {
     use sapo_core::backend::Backend;
     use sapo_host::verify::{self, Backends, OpShapes, StepSetup};
-    let ordinal = match args.device.as_str() {
-        "cuda" => 0,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => ordinal,
-            _ => bail!("--device {other}: expected cuda or cuda:N"),
-        },
-    };
+    let Some(ordinal) = cuda_ordinal(&args.device)? else { bail!("sapo verify checks a GPU: --device cuda or cuda:N") };
     let shapes = match args.shapes.as_str() {
         "smollm2" => OpShapes::smollm2(),
         "small" => OpShapes::small(),

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{LlamaConfig, LlamaParams};
 
@@ -13,22 +14,48 @@ use crate::chat_template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{gguf, hf};
 
-/// A model ready to run on the CPU backend.
+/// A model ready to run: its weights on a backend (the CPU, where loading
+/// puts them; [`LoadedModel::into_backend`] moves them to another).
 #[derive(Debug)]
-pub struct LoadedModel {
+pub struct LoadedModel<B: Backend = CpuBackend> {
     /// The architecture.
     pub config: LlamaConfig,
     /// What `hf::save` writes as `config.json` (architecture, model type,
     /// special ids).
     pub hf_config: hf::HfConfig,
     /// The weights.
-    pub params: LlamaParams<CpuBackend>,
+    pub params: LlamaParams<B>,
     /// The tokenizer.
     pub tokenizer: Tokenizer,
     /// The chat template, if the model has one.
     pub chat_template: Option<ChatTemplate>,
     /// Token ids that end a generated sequence.
     pub eos_ids: Vec<u32>,
+}
+
+impl LoadedModel<CpuBackend> {
+    /// The same model with its weights copied to `backend` (the CPU copy is
+    /// freed).
+    ///
+    /// # Errors
+    /// An allocation or copy error on `backend`.
+    pub fn into_backend<B: Backend>(self, cpu: &CpuBackend, backend: &B) -> Result<LoadedModel<B>>
+    where
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let mut params = LlamaParams::zeros(backend, &self.config)?;
+        for (destination, source) in params.tensors_mut().into_iter().zip(self.params.tensors()) {
+            backend.write(destination, &cpu.download(source)?)?;
+        }
+        Ok(LoadedModel {
+            config: self.config,
+            hf_config: self.hf_config,
+            params,
+            tokenizer: self.tokenizer,
+            chat_template: self.chat_template,
+            eos_ids: self.eos_ids,
+        })
+    }
 }
 
 /// Loads `path`: a `.gguf` file, or a directory with `config.json`,

@@ -164,6 +164,19 @@ fn sapo(args: &[&str]) -> (i32, String) {
 }
 
 #[test]
+fn training_on_a_missing_gpu_stops_with_one_line_and_exit_code_1() {
+    if sapo_cuda::unavailable_reason().is_none() {
+        println!("skipped: a CUDA device is present");
+        return;
+    }
+    let out = run_dir("no-gpu");
+    let (code, stderr) = sapo(&["train", "--quiet", "--device", "cuda:0", "--output-dir", out.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no CUDA device:"), "{stderr}");
+}
+
+#[test]
 fn bad_input_stops_with_one_line_and_exit_code_2() {
     let out = run_dir("bad");
     let out = out.to_str().unwrap();
@@ -172,6 +185,7 @@ fn bad_input_stops_with_one_line_and_exit_code_2() {
         (vec!["--set".into(), "optimizer=sgd".into()], "bad value for `optimizer`"),
         (vec!["--set".into(), "beta=-1".into()], "bad value for `beta`"),
         (vec!["--model".into(), "/no/such/model".into()], "/no/such/model"),
+        (vec!["--device".into(), "tpu".into()], "device `tpu`: expected cpu, cuda or cuda:N"),
         (vec!["--data".into(), "/no/such/data.jsonl".into()], "/no/such/data.jsonl"),
         (
             vec![

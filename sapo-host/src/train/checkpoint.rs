@@ -15,10 +15,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::TrainBackend;
 use anyhow::{Context, Result, anyhow, bail};
 use safetensors::{Dtype, SafeTensors};
-use sapo_core::backend::Backend;
-use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{LlamaConfig, LlamaParams};
 
 /// The first bytes of `state.bin`.
@@ -65,14 +64,14 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8], entries: &mut Vec<ManifestEn
 
 /// Weight sets and state to save.
 #[derive(Debug)]
-pub struct CheckpointParts<'a> {
+pub struct CheckpointParts<'a, B: TrainBackend> {
     /// Named weight sets (`policy`, `ema`, …), each saved as `<name>.safetensors`.
-    pub weights: Vec<(&'static str, &'a LlamaParams<CpuBackend>)>,
+    pub weights: Vec<(&'static str, &'a LlamaParams<B>)>,
     /// The postcard-serialised run state.
     pub state: Vec<u8>,
 }
 
-fn tensors_bytes(backend: &CpuBackend, config: &LlamaConfig, params: &LlamaParams<CpuBackend>) -> Result<Vec<u8>> {
+fn tensors_bytes<B: TrainBackend>(backend: &B, config: &LlamaConfig, params: &LlamaParams<B>) -> Result<Vec<u8>> {
     let specs = params.tensor_specs(config);
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(specs.len());
     for (spec, tensor) in specs.iter().zip(params.tensors()) {
@@ -131,12 +130,12 @@ pub fn decode_state(bytes: &[u8]) -> Result<&[u8]> {
 ///
 /// # Errors
 /// An I/O or backend error; the previous checkpoints are untouched then.
-pub fn save(
-    backend: &CpuBackend,
+pub fn save<B: TrainBackend>(
+    backend: &B,
     config: &LlamaConfig,
     run_dir: &Path,
     step: u64,
-    parts: &CheckpointParts<'_>,
+    parts: &CheckpointParts<'_, B>,
     keep: usize,
 ) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
@@ -197,13 +196,13 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 /// A checkpoint read back and verified.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Loaded<B: TrainBackend> {
     /// Where it was.
     pub dir: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
     /// Weight sets by name.
-    pub weights: BTreeMap<String, LlamaParams<CpuBackend>>,
+    pub weights: BTreeMap<String, LlamaParams<B>>,
     /// The run state payload (postcard).
     pub state: Vec<u8>,
 }
@@ -213,7 +212,7 @@ pub struct Loaded {
 ///
 /// # Errors
 /// One line naming the file and what is wrong.
-pub fn load(backend: &CpuBackend, config: &LlamaConfig, dir: &Path) -> Result<Loaded> {
+pub fn load<B: TrainBackend>(backend: &B, config: &LlamaConfig, dir: &Path) -> Result<Loaded<B>> {
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("{}: no manifest (an incomplete checkpoint)", manifest_path.display()))?;
@@ -259,7 +258,11 @@ pub fn load(backend: &CpuBackend, config: &LlamaConfig, dir: &Path) -> Result<Lo
 ///
 /// # Errors
 /// No checkpoint verifies (each one's reason is in the message).
-pub fn load_newest(backend: &CpuBackend, config: &LlamaConfig, run_dir: &Path) -> Result<(Loaded, Vec<String>)> {
+pub fn load_newest<B: TrainBackend>(
+    backend: &B,
+    config: &LlamaConfig,
+    run_dir: &Path,
+) -> Result<(Loaded<B>, Vec<String>)> {
     let mut skipped = Vec::new();
     for (_, dir) in list(run_dir)?.into_iter().rev() {
         match load(backend, config, &dir) {

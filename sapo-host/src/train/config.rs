@@ -132,6 +132,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
         "complete checkpoints kept (0 = all); older ones are deleted after a new one is complete",
     ),
     ("threads", "0", "CPU threads (0 = all cores)"),
+    ("device", "cpu", "where to train: cpu, cuda or cuda:N (an NVIDIA GPU through sapo-cuda)"),
     ("zero_margin_warn_steps", "10", "warn once when rewards/margins is exactly 0 this many steps running (0 = never)"),
     ("ema_decay", "0.5", "SAPO: θ_ema ← decay·θ_ema + (1−decay)·θ once per optimizer step"),
     ("sample_every", "1", "SAPO: regenerate rejected responses every this many optimizer steps"),
@@ -197,6 +198,7 @@ pub struct TrainConfig {
     pub save_steps: u64,
     pub save_total_limit: usize,
     pub threads: usize,
+    pub device: String,
     pub zero_margin_warn_steps: u64,
     pub ema_decay: f64,
     pub sample_every: u64,
@@ -351,6 +353,7 @@ fn method_defaults(method: Method) -> toml::Table {
     set("save_steps", I(500));
     set("save_total_limit", I(2));
     set("threads", I(0));
+    set("device", s("cpu"));
     set("zero_margin_warn_steps", I(10));
     set("ema_decay", F(0.5));
     set("sample_every", I(1));

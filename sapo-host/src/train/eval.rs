@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use super::TrainBackend;
 use anyhow::{Context, Result, bail};
-use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{LlamaConfig, LlamaParams};
 use sapo_core::rng::SapoRng;
 use sapo_core::sampling::SamplingParams;
@@ -74,15 +74,15 @@ pub struct EvalOutcome {
 /// # Errors
 /// A generation or decoding error, or no prompt the judge recognises.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    backend: &CpuBackend,
+pub fn evaluate<B: TrainBackend>(
+    backend: &B,
     config: &LlamaConfig,
-    params: &LlamaParams<CpuBackend>,
+    params: &LlamaParams<B>,
     tokenizer: &Tokenizer,
     eos_ids: &[u32],
     prompts: &[EvalPrompt],
     max_new_tokens: usize,
-    sampler: &mut Sampler,
+    sampler: &mut Sampler<B>,
 ) -> Result<EvalOutcome> {
     const BATCH: usize = 32;
     let mut verdicts: Vec<Verdict> = Vec::new();

@@ -20,4 +20,16 @@ pub mod run;
 pub mod sampler;
 
 pub use config::{Method, TrainConfig};
+
+/// A backend the trainer runs on (the CPU reference or `sapo_cuda::CudaBackend`):
+/// its errors become `anyhow` errors with their message.
+pub trait TrainBackend:
+    sapo_core::backend::Backend<Error: std::error::Error + Send + Sync + 'static> + std::fmt::Debug
+{
+}
+
+impl<B> TrainBackend for B where
+    B: sapo_core::backend::Backend<Error: std::error::Error + Send + Sync + 'static> + std::fmt::Debug
+{
+}
 pub use run::{RunSummary, Trainer, train};

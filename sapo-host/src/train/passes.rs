@@ -2,9 +2,8 @@
 //! reference and policy forwards, the objective, and the backward pass
 //! that spreads its per-sequence gradient over the tokens.
 
+use super::TrainBackend;
 use anyhow::{Result, anyhow};
-use sapo_core::backend::Backend;
-use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{self, Activations, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch, SequenceLogprobs};
 use sapo_core::objectives::{NllScope, Objective, PairBatch};
 
@@ -75,10 +74,10 @@ impl SftSeq {
 ///
 /// # Errors
 /// A packing or backend error.
-pub fn score_pairs(
-    m: ModelRef<'_>,
-    params: &LlamaParams<CpuBackend>,
-    ws: &mut Workspace,
+pub fn score_pairs<B: TrainBackend>(
+    m: ModelRef<'_, B>,
+    params: &LlamaParams<B>,
+    ws: &mut Workspace<B>,
     pairs: &[PairSeqs],
     chunk: usize,
 ) -> Result<Vec<f32>> {
@@ -93,23 +92,18 @@ pub fn score_pairs(
 /// Activations that grow to the largest batch seen, so a run sized by its
 /// data never allocates for a worst case it does not meet.
 #[derive(Debug)]
-pub struct Workspace {
-    acts: Option<Activations<CpuBackend>>,
+pub struct Workspace<B: TrainBackend> {
+    acts: Option<Activations<B>>,
     recompute: bool,
 }
 
-impl Workspace {
+impl<B: TrainBackend> Workspace<B> {
     /// An empty workspace; `recompute` trades a forward pass for memory.
     pub fn new(recompute: bool) -> Self {
         Workspace { acts: None, recompute }
     }
 
-    fn fit(
-        &mut self,
-        backend: &CpuBackend,
-        config: &LlamaConfig,
-        batch: &PackedBatch,
-    ) -> Result<&mut Activations<CpuBackend>> {
+    fn fit(&mut self, backend: &B, config: &LlamaConfig, batch: &PackedBatch) -> Result<&mut Activations<B>> {
         let need = (batch.n_tokens().max(1), batch.n_rows().max(1), batch.n_seqs().max(1));
         let fits =
             self.acts.as_ref().is_some_and(|a| a.max_tokens >= need.0 && a.max_rows >= need.1 && a.max_seqs >= need.2);
@@ -131,13 +125,20 @@ impl Workspace {
 }
 
 /// Everything a pass needs from the model side.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelRef<'a> {
+#[derive(Debug)]
+pub struct ModelRef<'a, B: TrainBackend> {
     /// The backend.
-    pub backend: &'a CpuBackend,
+    pub backend: &'a B,
     /// The architecture.
     pub config: &'a LlamaConfig,
 }
+
+impl<B: TrainBackend> Clone for ModelRef<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: TrainBackend> Copy for ModelRef<'_, B> {}
 
 fn pack(sequences: &[ScoredSeq<'_>], vocab: usize) -> Result<PackedBatch> {
     let masks: Vec<Vec<bool>> =
@@ -150,10 +151,10 @@ fn pack(sequences: &[ScoredSeq<'_>], vocab: usize) -> Result<PackedBatch> {
 ///
 /// # Errors
 /// A packing or backend error.
-pub fn score(
-    m: ModelRef<'_>,
-    params: &LlamaParams<CpuBackend>,
-    ws: &mut Workspace,
+pub fn score<B: TrainBackend>(
+    m: ModelRef<'_, B>,
+    params: &LlamaParams<B>,
+    ws: &mut Workspace<B>,
     sequences: &[ScoredSeq<'_>],
 ) -> Result<Vec<f32>> {
     if sequences.is_empty() {
@@ -166,18 +167,18 @@ pub fn score(
 }
 
 /// A forward pass kept for its backward.
-struct Forward {
+struct Forward<B: TrainBackend> {
     batch: PackedBatch,
-    device: DeviceBatch<CpuBackend>,
+    device: DeviceBatch<B>,
     logps: SequenceLogprobs,
 }
 
-fn forward_for_backward(
-    m: ModelRef<'_>,
-    params: &LlamaParams<CpuBackend>,
-    ws: &mut Workspace,
+fn forward_for_backward<B: TrainBackend>(
+    m: ModelRef<'_, B>,
+    params: &LlamaParams<B>,
+    ws: &mut Workspace<B>,
     sequences: &[ScoredSeq<'_>],
-) -> Result<Forward> {
+) -> Result<Forward<B>> {
     let batch = pack(sequences, m.config.vocab_size)?;
     let device = DeviceBatch::upload(m.backend, &batch)?;
     let acts = ws.fit(m.backend, m.config, &batch)?;
@@ -185,12 +186,12 @@ fn forward_for_backward(
     Ok(Forward { batch, device, logps })
 }
 
-fn backward(
-    m: ModelRef<'_>,
-    params: &LlamaParams<CpuBackend>,
-    grads: &mut LlamaParams<CpuBackend>,
-    ws: &mut Workspace,
-    forward: &Forward,
+fn backward<B: TrainBackend>(
+    m: ModelRef<'_, B>,
+    params: &LlamaParams<B>,
+    grads: &mut LlamaParams<B>,
+    ws: &mut Workspace<B>,
+    forward: &Forward<B>,
     d_sums: &[f32],
 ) -> Result<()> {
     let acts = ws.fit(m.backend, m.config, &forward.batch)?;
@@ -230,11 +231,11 @@ pub struct ReferenceLogps {
 /// # Errors
 /// A packing, backend or objective error (a non-finite log-prob is one).
 #[allow(clippy::too_many_arguments)]
-pub fn pair_step(
-    m: ModelRef<'_>,
-    params: &LlamaParams<CpuBackend>,
-    grads: &mut LlamaParams<CpuBackend>,
-    ws: &mut Workspace,
+pub fn pair_step<B: TrainBackend>(
+    m: ModelRef<'_, B>,
+    params: &LlamaParams<B>,
+    grads: &mut LlamaParams<B>,
+    ws: &mut Workspace<B>,
     pairs: &[&PairSeqs],
     reference: Option<&ReferenceLogps>,
     win_rates: Option<(&[f64], &[f64])>,
@@ -324,11 +325,11 @@ pub struct SftStepOutput {
 ///
 /// # Errors
 /// A packing or backend error, or a non-finite log-prob.
-pub fn sft_step(
-    m: ModelRef<'_>,
-    params: &LlamaParams<CpuBackend>,
-    grads: &mut LlamaParams<CpuBackend>,
-    ws: &mut Workspace,
+pub fn sft_step<B: TrainBackend>(
+    m: ModelRef<'_, B>,
+    params: &LlamaParams<B>,
+    grads: &mut LlamaParams<B>,
+    ws: &mut Workspace<B>,
     sequences: &[ScoredSeq<'_>],
     window_tokens: usize,
 ) -> Result<SftStepOutput> {
@@ -347,11 +348,11 @@ pub fn sft_step(
 ///
 /// # Errors
 /// A backend error.
-pub fn clone_params(
-    backend: &CpuBackend,
+pub fn clone_params<B: TrainBackend>(
+    backend: &B,
     config: &LlamaConfig,
-    params: &LlamaParams<CpuBackend>,
-) -> Result<LlamaParams<CpuBackend>> {
+    params: &LlamaParams<B>,
+) -> Result<LlamaParams<B>> {
     let mut copy = LlamaParams::zeros(backend, config)?;
     copy_params(backend, &mut copy, params)?;
     Ok(copy)
@@ -361,11 +362,7 @@ pub fn clone_params(
 ///
 /// # Errors
 /// A backend error.
-pub fn copy_params(
-    backend: &CpuBackend,
-    dst: &mut LlamaParams<CpuBackend>,
-    src: &LlamaParams<CpuBackend>,
-) -> Result<()> {
+pub fn copy_params<B: TrainBackend>(backend: &B, dst: &mut LlamaParams<B>, src: &LlamaParams<B>) -> Result<()> {
     for (d, s) in dst.tensors_mut().into_iter().zip(src.tensors()) {
         backend.copy(d, s)?;
     }

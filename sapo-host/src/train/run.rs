@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{self, AdamWState, LlamaConfig, LlamaParams, RmspropState};
 use sapo_core::objectives::{
@@ -23,6 +22,7 @@ use sapo_core::sampling::SamplingParams;
 use sapo_core::segment::{self, SegmentConfig};
 use sapo_core::sppo::{self, TiePolicy};
 
+use super::TrainBackend;
 use super::checkpoint::{self, CheckpointParts};
 use super::config::{
     Init, Method, NllScopeName, OptimizerName, RefUpdate, ReplaySamplingName, SapoObjective, TrainConfig,
@@ -36,9 +36,9 @@ use crate::model_files::{self, LoadedModel, Weights};
 
 /// The optimizer and its state.
 #[derive(Debug)]
-enum Optimizer {
-    AdamW(AdamWState<CpuBackend>, AdamWParams),
-    Rmsprop(RmspropState<CpuBackend>, RmspropParams),
+enum Optimizer<B: TrainBackend> {
+    AdamW(AdamWState<B>, AdamWParams),
+    Rmsprop(RmspropState<B>, RmspropParams),
 }
 
 /// A SAPO replay item: the pair, and which dataset example its chosen side
@@ -168,14 +168,14 @@ pub struct RunSummary {
 
 /// All state of a run.
 #[derive(Debug)]
-pub struct Trainer {
+pub struct Trainer<B: TrainBackend = CpuBackend> {
     cfg: TrainConfig,
-    backend: CpuBackend,
-    model: LoadedModel,
-    grads: LlamaParams<CpuBackend>,
-    optimizer: Optimizer,
-    ema: Option<LlamaParams<CpuBackend>>,
-    reference: Option<LlamaParams<CpuBackend>>,
+    backend: B,
+    model: LoadedModel<B>,
+    grads: LlamaParams<B>,
+    optimizer: Optimizer<B>,
+    ema: Option<LlamaParams<B>>,
+    reference: Option<LlamaParams<B>>,
     replay: Option<ReplayBuffer<ReplayItem>>,
     /// Segment cuts and replay draws.
     rng: SapoRng,
@@ -186,8 +186,8 @@ pub struct Trainer {
     /// Optimizer steps taken in the whole run.
     step: u64,
     ref_cache: HashMap<(usize, u8), f32>,
-    ws: Workspace,
-    sampler: Sampler,
+    ws: Workspace<B>,
+    sampler: Sampler<B>,
     history: Vec<BTreeMap<String, f64>>,
     /// Held-out pairs (when the evaluation file has chosen and rejected
     /// responses) and their log-probs under the starting model.
@@ -316,18 +316,47 @@ impl Schedule {
     }
 }
 
-impl Trainer {
-    /// Loads the model and builds the state `cfg` asks for.
+impl Trainer<CpuBackend> {
+    /// Loads the model and builds the state `cfg` asks for, on the CPU.
     ///
     /// # Errors
     /// A model that cannot be loaded, or an allocation failure.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
         let backend = CpuBackend::new();
+        let model = Self::load_model(&backend, &cfg)?;
+        Trainer::with_model(cfg, backend, model)
+    }
+
+    /// [`Trainer::resume_on`] the CPU.
+    ///
+    /// # Errors
+    /// As [`Trainer::resume_on`].
+    pub fn resume(cfg: TrainConfig, allow_config_change: bool) -> Result<(Self, Vec<String>)> {
+        Self::resume_on(cfg, CpuBackend::new(), allow_config_change)
+    }
+}
+
+impl<B: TrainBackend> Trainer<B> {
+    fn load_model(cpu: &CpuBackend, cfg: &TrainConfig) -> Result<LoadedModel> {
         let weights = match cfg.init {
             Init::Pretrained => Weights::Pretrained,
             Init::Random => Weights::Random { seed: cfg.seed, std: cfg.initializer_range },
         };
-        let model = model_files::load_with(&backend, &cfg.model, weights)?;
+        model_files::load_with(cpu, &cfg.model, weights)
+    }
+
+    /// Loads the model (on the CPU, as files are read) and moves it to
+    /// `backend`, then builds the state `cfg` asks for there.
+    ///
+    /// # Errors
+    /// A model that cannot be loaded, or an allocation failure.
+    pub fn on_backend(cfg: TrainConfig, backend: B) -> Result<Self> {
+        let cpu = CpuBackend::new();
+        let model = Self::load_model(&cpu, &cfg)?.into_backend(&cpu, &backend)?;
+        Trainer::with_model(cfg, backend, model)
+    }
+
+    fn with_model(cfg: TrainConfig, backend: B, model: LoadedModel<B>) -> Result<Self> {
         let config = model.config;
         let grads = LlamaParams::zeros(&backend, &config)?;
         let optimizer = Self::fresh_optimizer(&backend, &cfg, &config)?;
@@ -362,7 +391,7 @@ impl Trainer {
         })
     }
 
-    fn fresh_optimizer(backend: &CpuBackend, cfg: &TrainConfig, config: &LlamaConfig) -> Result<Optimizer> {
+    fn fresh_optimizer(backend: &B, cfg: &TrainConfig, config: &LlamaConfig) -> Result<Optimizer<B>> {
         Ok(match cfg.optimizer {
             OptimizerName::Adamw => Optimizer::AdamW(
                 AdamWState::new(backend, config)?,
@@ -516,17 +545,20 @@ impl Trainer {
         "save_total_limit",
         "zero_margin_warn_steps",
         "eval_max_new_tokens",
+        // A run may continue on another device (its numbers then differ
+        // from an uninterrupted run's by the backends' rounding).
+        "device",
     ];
 
-    /// Loads the newest complete checkpoint of `cfg.output_dir` and the model,
-    /// so [`Trainer::run`] continues the run exactly where it stopped.
+    /// Loads the newest complete checkpoint of `cfg.output_dir` and the model
+    /// onto `backend`, so [`Trainer::run`] continues the run exactly where it stopped.
     ///
     /// # Errors
     /// No checkpoint verifies (the reasons are named), or a config that differs from the checkpoint's in a field that
     /// changes the result (the differences are listed) unless
     /// `allow_config_change`.
-    pub fn resume(cfg: TrainConfig, allow_config_change: bool) -> Result<(Self, Vec<String>)> {
-        let mut trainer = Trainer::new(cfg)?;
+    pub fn resume_on(cfg: TrainConfig, backend: B, allow_config_change: bool) -> Result<(Self, Vec<String>)> {
+        let mut trainer = Trainer::on_backend(cfg, backend)?;
         let (loaded, skipped) =
             checkpoint::load_newest(&trainer.backend, &trainer.model.config, &trainer.cfg.output_dir)?;
         let state: RunState = postcard::from_bytes(&loaded.state)
@@ -616,7 +648,7 @@ impl Trainer {
             spin: self.spin.clone(),
             reporter: reporter.state(),
         };
-        let mut weights: Vec<(&'static str, &LlamaParams<CpuBackend>)> = vec![("policy", &self.model.params)];
+        let mut weights: Vec<(&'static str, &LlamaParams<B>)> = vec![("policy", &self.model.params)];
         if let Some(ema) = &self.ema {
             weights.push(("ema", ema));
         }
@@ -779,7 +811,7 @@ impl Trainer {
     }
 
     /// The Hugging Face name of the first tensor of `params` holding a NaN or an infinity.
-    fn first_non_finite(&self, params: &LlamaParams<CpuBackend>) -> Result<Option<String>> {
+    fn first_non_finite(&self, params: &LlamaParams<B>) -> Result<Option<String>> {
         for (spec, tensor) in params.tensor_specs(&self.model.config).iter().zip(params.tensors()) {
             if !self.backend.sum_of_squares(tensor)?.is_finite() {
                 return Ok(Some(spec.name.clone()));

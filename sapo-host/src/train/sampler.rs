@@ -2,20 +2,26 @@
 //! rejected responses, the task evaluation), with the cache and decode
 //! buffers kept between calls and grown when a call needs more.
 
+use super::TrainBackend;
 use anyhow::{Result, anyhow};
-use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{self, DecodeBuffers, GenerationConfig, KvCache, LlamaConfig, LlamaParams};
 use sapo_core::rng::SapoRng;
 use sapo_core::sampling::SamplingParams;
 
 /// Generation buffers reused across calls.
-#[derive(Debug, Default)]
-pub struct Sampler {
-    cache: Option<(KvCache<CpuBackend>, usize, usize)>,
-    buffers: Option<(DecodeBuffers<CpuBackend>, usize, usize)>,
+#[derive(Debug)]
+pub struct Sampler<B: TrainBackend> {
+    cache: Option<(KvCache<B>, usize, usize)>,
+    buffers: Option<(DecodeBuffers<B>, usize, usize)>,
 }
 
-impl Sampler {
+impl<B: TrainBackend> Default for Sampler<B> {
+    fn default() -> Self {
+        Sampler { cache: None, buffers: None }
+    }
+}
+
+impl<B: TrainBackend> Sampler<B> {
     /// Continues each prefix by at most `max_new_tokens`, stopping at any of
     /// `stop_ids`; prefix `i` draws from `rngs[i]` only.
     ///
@@ -24,9 +30,9 @@ impl Sampler {
     #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &mut self,
-        backend: &CpuBackend,
+        backend: &B,
         config: &LlamaConfig,
-        params: &LlamaParams<CpuBackend>,
+        params: &LlamaParams<B>,
         prefixes: &[&[u32]],
         max_new_tokens: usize,
         stop_ids: &[u32],
