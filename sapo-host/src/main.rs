@@ -40,6 +40,55 @@ enum Command {
     /// step on a model; prints op, shape, dtype, relative error, tolerance
     /// and pass/fail, and exits non-zero if any check fails.
     Verify(VerifyArgs),
+    /// Serve the command-oracle protocol with a built-in judge: the reference
+    /// implementation of what `oracle = "command"` runs, and a template for
+    /// your own judge.
+    #[command(long_about = ORACLE_PROTOCOL)]
+    Oracle(OracleArgs),
+}
+
+const ORACLE_PROTOCOL: &str = "\
+Serve the command-oracle protocol with a built-in judge.
+
+SPPO and AIPO with `oracle = \"command\"` start `oracle_command` (through sh -c) once
+and keep it running. For each prompt they write one line to its standard input:
+
+    {\"prompt\": \"...\", \"responses\": [\"...\", \"...\"]}
+
+and read one line from its standard output: K scores, higher is better,
+
+    {\"scores\": [0.1, 2.5]}
+
+or a K x K preference matrix, entry (i, j) the probability that response i beats
+response j (diagonal 0.5):
+
+    {\"preferences\": [[0.5, 0.2], [0.8, 0.5]]}
+
+A reply that is not such JSON, has the wrong number of values or a non-finite one,
+does not come within `oracle_timeout` seconds (the program is then killed), or a
+program that exits, stops the run with an error naming the program and quoting the
+reply or the end of its standard error. Standard error is passed through.
+
+This command answers with the shipped task's rule judge or a length judge:
+
+    sapo train --method sppo --set oracle=command --set 'oracle_command=sapo oracle --judge rule'";
+
+#[derive(Debug, Args)]
+struct OracleArgs {
+    /// rule (the shipped task's judge, partial credit in [0, 1]) or length
+    /// (characters: prefers longer answers).
+    #[arg(long, default_value = "rule")]
+    judge: String,
+    /// Reply with the preference matrix σ(s_i − s_j) instead of the scores.
+    #[arg(long)]
+    matrix: bool,
+    /// Misbehave on purpose from request `fault_after` on (tests of the
+    /// protocol's failure handling): bad-json, wrong-count, exit or hang.
+    #[arg(long, hide = true)]
+    fault: Option<String>,
+    /// The 0-based request from which `fault` applies.
+    #[arg(long, hide = true, default_value_t = 0)]
+    fault_after: usize,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +256,7 @@ fn run() -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Verify(args) => verify(args),
+        Command::Oracle(args) => oracle(args),
     }
 }
 
@@ -300,6 +350,56 @@ fn train(args: TrainArgs) -> Result<()> {
 /// A value as a TOML string literal for `--set`.
 fn toml_string(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
+}
+
+fn oracle(args: OracleArgs) -> Result<()> {
+    use std::io::BufRead;
+    if !matches!(args.judge.as_str(), "rule" | "length") {
+        bail!("--judge {}: expected rule or length", args.judge);
+    }
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    for (index, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("reading the request")?;
+        let request: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("request {index} is not JSON"))?;
+        let prompt = request.get("prompt").and_then(|p| p.as_str()).context("request without `prompt`")?;
+        let responses: Vec<String> = request
+            .get("responses")
+            .and_then(|r| r.as_array())
+            .and_then(|r| r.iter().map(|v| v.as_str().map(str::to_string)).collect())
+            .context("request without a `responses` list of strings")?;
+        let mut scores = match args.judge.as_str() {
+            "rule" => sapo_host::train::oracle::RuleOracle::scores(prompt, &responses)?,
+            _ => responses.iter().map(|r| r.chars().count() as f64).collect(),
+        };
+        let fault = args.fault.as_deref().filter(|_| index >= args.fault_after);
+        let reply = match fault {
+            Some("bad-json") => "scores: 1, 2".to_string(),
+            Some("exit") => {
+                eprintln!("sapo oracle: exiting on purpose (--fault exit)");
+                std::process::exit(3);
+            }
+            Some("hang") => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            Some("wrong-count") => {
+                scores.pop();
+                serde_json::json!({ "scores": scores }).to_string()
+            }
+            Some(other) => bail!("--fault {other}: expected bad-json, wrong-count, exit or hang"),
+            None if args.matrix => {
+                let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+                let rows: Vec<Vec<f64>> =
+                    scores.iter().map(|&own| scores.iter().map(|&other| sigmoid(own - other)).collect()).collect();
+                serde_json::json!({ "preferences": rows }).to_string()
+            }
+            None => serde_json::json!({ "scores": scores }).to_string(),
+        };
+        writeln!(stdout, "{reply}")?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 /// `cpu` → `None`, `cuda` → device 0, `cuda:N` → device N.

@@ -368,10 +368,67 @@ struct Panel {
 /// as a marker; series with enough points to be noisy get a faint raw line
 /// under a trailing moving average, whose window the legend states.
 pub fn plot_training_curves(rows: &[MetricRow], out_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    plot_charts(CHARTS, "step", rows, out_dir)
+}
+
+/// The per-iteration charts of SPPO and AIPO (`iterations.svg`): mean
+/// response length of all samples and of the chosen and rejected ones, the
+/// oracle's mean score, and the win rate against the previous iteration,
+/// from `metrics.jsonl`'s `iteration_samples` events (x = iteration).
+///
+/// # Errors
+/// The metrics file cannot be read, or a chart cannot be written.
+pub fn plot_iteration_curves(metrics: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let text =
+        std::fs::read_to_string(metrics).map_err(|source| PlotError::Read { path: metrics.to_owned(), source })?;
+    let rows: Vec<MetricRow> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|value| value.get("event").and_then(Value::as_str) == Some("iteration_samples"))
+        .filter_map(|value| {
+            let object = value.as_object()?;
+            let step = object.get("iteration")?.as_u64()?;
+            let values = object.iter().filter_map(|(name, value)| Some((name.clone(), value.as_f64()?))).collect();
+            Some(MetricRow { step, values })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    plot_charts(ITERATION_CHARTS, "iteration", &rows, out_dir)
+}
+
+const ITERATION_CHARTS: &[ChartSpec] = &[ChartSpec {
+    file_name: "iterations.svg",
+    title: "Per iteration (samples of the model each iteration starts from)",
+    panels: &[
+        PanelSpec {
+            y_label: "mean tokens",
+            keys: &["samples/mean_length", "samples/chosen_mean_length", "samples/rejected_mean_length"],
+            also_matches: matches_nothing,
+            base_y_range: None,
+            smooth: false,
+        },
+        PanelSpec {
+            y_label: "oracle",
+            keys: &["oracle/mean_score", "oracle/win_rate_vs_previous"],
+            also_matches: matches_nothing,
+            base_y_range: None,
+            smooth: false,
+        },
+    ],
+}];
+
+fn plot_charts(
+    charts: &[ChartSpec],
+    x_label: &str,
+    rows: &[MetricRow],
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, PlotError> {
     std::fs::create_dir_all(out_dir).map_err(|source| PlotError::Write { path: out_dir.to_owned(), source })?;
     let keys: BTreeSet<&str> = rows.iter().flat_map(|row| row.values.keys().map(String::as_str)).collect();
     let mut written = Vec::new();
-    for chart in CHARTS {
+    for chart in charts {
         let panels: Vec<Panel> = chart
             .panels
             .iter()
@@ -382,8 +439,8 @@ pub fn plot_training_curves(rows: &[MetricRow], out_dir: &Path) -> Result<Vec<Pa
             continue;
         }
         let path = out_dir.join(chart.file_name);
-        let svg =
-            render_chart(chart.title, &panels).map_err(|message| PlotError::Draw { path: path.clone(), message })?;
+        let svg = render_chart(chart.title, &panels, x_label)
+            .map_err(|message| PlotError::Draw { path: path.clone(), message })?;
         write_atomically(&path, svg.as_bytes())?;
         written.push(path);
     }
@@ -429,7 +486,7 @@ const COLOURS: [RGBColor; 6] = [
 const MARKER_LIMIT: usize = 40;
 
 /// Draws the panels stacked under one title and returns the SVG text.
-fn render_chart(title: &str, panels: &[Panel]) -> Result<String, String> {
+fn render_chart(title: &str, panels: &[Panel], x_label: &str) -> Result<String, String> {
     let height = TITLE_HEIGHT + PANEL_HEIGHT * panels.len() as u32;
     let mut svg = String::new();
     {
@@ -438,7 +495,7 @@ fn render_chart(title: &str, panels: &[Panel]) -> Result<String, String> {
         let body = root.titled(title, ("sans-serif", 24)).map_err(|error| error.to_string())?;
         let x_range = step_range(panels.iter().flat_map(|panel| &panel.series).flat_map(|series| &series.points));
         for (area, panel) in body.split_evenly((panels.len(), 1)).iter().zip(panels) {
-            draw_panel(area, panel, x_range.clone()).map_err(|error| error.to_string())?;
+            draw_panel(area, panel, x_range.clone(), x_label).map_err(|error| error.to_string())?;
         }
         root.present().map_err(|error| error.to_string())?;
     }
@@ -449,6 +506,7 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     x_range: Range<u64>,
+    x_label: &str,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let y_range = padded_range(
         panel.series.iter().flat_map(|series| series.points.iter().map(|point| point.1)),
@@ -462,7 +520,7 @@ fn draw_panel<DB: DrawingBackend>(
         .build_cartesian_2d(x_range, y_range)?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(x_label)
         .y_desc(panel.y_label)
         .y_label_formatter(&format_y)
         .label_style(("sans-serif", 14))

@@ -281,17 +281,28 @@ fn sppo_sppo_hard_and_aipo_run_two_iterations_with_the_rule_oracle() {
             for key in ["samples/mean_length", "samples/chosen_mean_length", "oracle/mean_score"] {
                 assert!(event[key].as_f64().is_some_and(f64::is_finite), "{method}: {key}");
             }
+            // Iteration 2's samples are judged against iteration 1's.
+            let win_rate = event["oracle/win_rate_vs_previous"].as_f64();
+            if index == 0 {
+                assert_eq!(win_rate, None, "{method}: nothing to compare the first iteration with");
+            } else {
+                assert!(win_rate.is_some_and(|w| (0.0..=1.0).contains(&w)), "{method}: {win_rate:?}");
+            }
             let samples = std::fs::read_to_string(dir.join(format!("samples/iteration-{}.jsonl", index + 1))).unwrap();
             assert_eq!(samples.lines().count(), 12, "{method}: one line per prompt");
             for line in samples.lines() {
                 let record: Value = serde_json::from_str(line).expect("well-formed JSON");
                 assert_eq!(record["responses"].as_array().map(Vec::len), Some(4));
                 assert_eq!(record["scores"].as_array().map(Vec::len), Some(4));
+                assert_eq!(record["lengths"].as_array().map(Vec::len), Some(4));
+                assert_eq!(record["win_rates"].as_array().map(Vec::len), Some(4));
             }
             assert!(dir.join(format!("iterations/iteration-{}/model.safetensors", index + 1)).exists());
         }
         let steps: Vec<_> = lines.iter().filter(|l| l.contains_key("loss")).collect();
         assert!(steps.iter().all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)), "{method}");
+        let plot = std::fs::read_to_string(dir.join("plots/iterations.svg")).expect("the per-iteration chart");
+        assert!(plot.contains("win_rate_vs_previous") && plot.contains("chosen_mean_length"), "{method}");
         if method == "aipo" {
             assert!(steps[0].contains_key("regularization_term"), "AIPO's metrics");
         }

@@ -148,7 +148,17 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("max_new_tokens", "256", "SPIN, SPPO, AIPO: most tokens generated per response"),
     ("iterations", "3", "SPPO, AIPO: iterations (sample K per prompt, rank with the oracle, train one pass)"),
     ("num_samples", "5", "SPPO, AIPO: responses sampled per prompt (K)"),
-    ("oracle", "rule", "SPPO, AIPO: rule (the shipped task's judge) or length (prefers longer answers)"),
+    (
+        "oracle",
+        "rule",
+        "SPPO, AIPO: rule (the shipped task's judge), length (prefers longer answers) or command (oracle_command)",
+    ),
+    (
+        "oracle_command",
+        "",
+        "SPPO, AIPO with oracle = command: the judge program (run by sh -c; JSON lines protocol, see `sapo oracle --help`)",
+    ),
+    ("oracle_timeout", "60", "SPPO, AIPO with oracle = command: seconds to wait for each reply"),
     ("skip_ties", "false", "SPPO: drop prompts whose K responses all tie (AIPO always drops them)"),
     ("aipo_alpha", "0.07", "AIPO: α, the (1+α) scaling of the reference margin"),
     ("aipo_lambda", "0.2", "AIPO: λ, weight of the length-normalised NLL of the chosen response"),
@@ -215,6 +225,8 @@ pub struct TrainConfig {
     pub iterations: u64,
     pub num_samples: usize,
     pub oracle: OracleName,
+    pub oracle_command: String,
+    pub oracle_timeout: f64,
     pub skip_ties: bool,
     pub aipo_alpha: f64,
     pub aipo_lambda: f64,
@@ -230,6 +242,8 @@ pub enum OracleName {
     Rule,
     /// Response length in tokens: prefers longer answers (AIPO's drift).
     Length,
+    /// An external program (`oracle_command`) speaking JSON lines.
+    Command,
 }
 
 /// Where the starting weights come from.
@@ -370,6 +384,8 @@ fn method_defaults(method: Method) -> toml::Table {
     set("iterations", I(3));
     set("num_samples", I(5));
     set("oracle", s("rule"));
+    set("oracle_command", s(""));
+    set("oracle_timeout", F(60.0));
     set("skip_ties", B(false));
     set("aipo_alpha", F(0.07));
     set("aipo_lambda", F(0.2));
@@ -594,6 +610,10 @@ impl TrainConfig {
         check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be ≥ 1")?;
         check(self.max_steps > 0 || self.num_train_epochs > 0, "num_train_epochs", "must be ≥ 1 when max_steps = 0")?;
         check(self.max_length >= 2, "max_length", "must be ≥ 2")?;
+        check(self.oracle_timeout.is_finite() && self.oracle_timeout > 0.0, "oracle_timeout", "must be > 0")?;
+        let command_oracle = self.oracle == OracleName::Command;
+        let needs_command = !command_oracle || !self.oracle_command.trim().is_empty();
+        check(needs_command, "oracle_command", "must name a program when oracle = \"command\"")?;
         if self.max_prompt_length >= self.max_length {
             let reason = format!("{} must be below max_length ({})", self.max_prompt_length, self.max_length);
             return Err(("max_prompt_length", reason));

@@ -1,18 +1,68 @@
-//! Preference oracles for SPPO and AIPO: score the K responses sampled for
-//! a prompt. Higher is better; SPPO turns scores into win rates, AIPO takes
-//! the best and the worst.
+//! Preference oracles for SPPO and AIPO: judge the K responses sampled for
+//! a prompt, as scores (higher is better) or as a K×K preference matrix.
+//! SPPO turns either into win rates; AIPO takes the best and the worst.
+//!
+//! Four oracles: the shipped task's rule judge, a length judge (AIPO's
+//! length drift), and any external program through the [`CommandOracle`]
+//! protocol (PairRM, an API judge, a reward model in another framework).
 
-use anyhow::{Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::config::OracleName;
+use anyhow::{Context, Result, anyhow, bail};
 
-/// Scores the responses to one prompt.
-pub trait Oracle: std::fmt::Debug {
-    /// One score per response (higher is preferred).
+use super::config::{OracleName, TrainConfig};
+
+/// An oracle's judgement of K responses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// One score per response; higher is preferred.
+    Scores(Vec<f64>),
+    /// Row-major K×K: entry `(i, j)` is the probability that response `i`
+    /// is preferred to response `j`.
+    Preferences(Vec<f64>),
+}
+
+impl Judgement {
+    /// SPPO's win rates `P̂_i` and the ranking that picks the pair (the
+    /// scores, or the win rates themselves for a matrix).
     ///
     /// # Errors
-    /// The oracle cannot score this prompt.
-    fn scores(&mut self, prompt: &str, responses: &[String], token_counts: &[usize]) -> Result<Vec<f64>>;
+    /// A judgement of the wrong size, non-finite values, or a matrix entry
+    /// outside [0, 1].
+    pub fn rates_and_ranking(&self, k: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+        match self {
+            Judgement::Scores(scores) => {
+                if scores.len() != k {
+                    bail!("{} scores for {k} responses", scores.len());
+                }
+                let rates = sapo_core::sppo::win_rates_from_scores(scores).map_err(|e| anyhow!("{e}"))?;
+                Ok((rates, scores.clone()))
+            }
+            Judgement::Preferences(matrix) => {
+                let rates = sapo_core::sppo::win_rates_from_matrix(matrix, k).map_err(|e| anyhow!("{e}"))?;
+                Ok((rates.clone(), rates))
+            }
+        }
+    }
+
+    /// The per-response values logged as `scores` (the win rates for a matrix).
+    pub fn values(&self, k: usize) -> Vec<f64> {
+        self.rates_and_ranking(k).map(|(_, ranking)| ranking).unwrap_or_default()
+    }
+}
+
+/// Judges the responses to one prompt.
+pub trait Oracle: std::fmt::Debug {
+    /// The judgement of `responses` to `prompt`; `token_counts` are their
+    /// lengths in the policy's tokens.
+    ///
+    /// # Errors
+    /// The oracle cannot judge this prompt, or failed.
+    fn judge(&mut self, prompt: &str, responses: &[String], token_counts: &[usize]) -> Result<Judgement>;
 }
 
 /// The shipped task's judge (`crate::task::judge`): the partial-credit
@@ -20,8 +70,12 @@ pub trait Oracle: std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct RuleOracle;
 
-impl Oracle for RuleOracle {
-    fn scores(&mut self, prompt: &str, responses: &[String], _: &[usize]) -> Result<Vec<f64>> {
+impl RuleOracle {
+    /// The rule judge's scores.
+    ///
+    /// # Errors
+    /// A prompt that is none of the task's kinds.
+    pub fn scores(prompt: &str, responses: &[String]) -> Result<Vec<f64>> {
         responses
             .iter()
             .map(|response| match crate::task::judge(prompt, response) {
@@ -35,21 +89,228 @@ impl Oracle for RuleOracle {
     }
 }
 
+impl Oracle for RuleOracle {
+    fn judge(&mut self, prompt: &str, responses: &[String], _: &[usize]) -> Result<Judgement> {
+        Ok(Judgement::Scores(Self::scores(prompt, responses)?))
+    }
+}
+
 /// Prefers longer responses (tokens): the pressure under which iterative
 /// self-play drifts to long answers, which AIPO's terms counter.
 #[derive(Debug, Default)]
 pub struct LengthOracle;
 
 impl Oracle for LengthOracle {
-    fn scores(&mut self, _: &str, _: &[String], token_counts: &[usize]) -> Result<Vec<f64>> {
-        Ok(token_counts.iter().map(|&n| n as f64).collect())
+    fn judge(&mut self, _: &str, _: &[String], token_counts: &[usize]) -> Result<Judgement> {
+        Ok(Judgement::Scores(token_counts.iter().map(|&n| n as f64).collect()))
+    }
+}
+
+/// An external judge: a program speaking JSON lines on its standard input
+/// and output, started once and kept running for the whole run.
+///
+/// For each prompt sapo writes one line
+///
+/// ```json
+/// {"prompt": "…", "responses": ["…", "…"]}
+/// ```
+///
+/// and waits for one line back, either K scores (higher is better)
+///
+/// ```json
+/// {"scores": [0.1, 2.5]}
+/// ```
+///
+/// or a K×K preference matrix, row `i` column `j` the probability that
+/// response `i` beats response `j` (diagonal ½):
+///
+/// ```json
+/// {"preferences": [[0.5, 0.2], [0.8, 0.5]]}
+/// ```
+///
+/// Anything else is an error naming the program and quoting the reply: a
+/// line that is not that JSON, a wrong number of values, a non-finite value,
+/// no reply within the timeout (the program is then killed), or the program
+/// exiting (its status and the end of its standard error are quoted). The
+/// program's standard error is otherwise passed through to sapo's.
+/// `sapo oracle` is a reference implementation of the protocol.
+#[derive(Debug)]
+pub struct CommandOracle {
+    command: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    replies: Receiver<std::io::Result<String>>,
+    stderr_tail: Arc<Mutex<String>>,
+    timeout: Duration,
+    requests: usize,
+}
+
+/// The most standard-error bytes kept for an error message.
+const STDERR_TAIL: usize = 2000;
+
+impl CommandOracle {
+    /// Starts `command` (run by `sh -c`, so it may hold arguments and
+    /// paths) and waits at most `timeout` for each reply.
+    ///
+    /// # Errors
+    /// The program cannot be started.
+    pub fn start(command: &str, timeout: Duration) -> Result<Self> {
+        if command.trim().is_empty() {
+            bail!("oracle = \"command\" needs oracle_command, the program to run");
+        }
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the oracle command `{command}`"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (sender, replies) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let tail = Arc::clone(&stderr_tail);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut chunk = [0_u8; 1024];
+            while let Ok(n) = reader.read(&mut chunk) {
+                if n == 0 {
+                    return;
+                }
+                let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                eprint!("{text}");
+                if let Ok(mut kept) = tail.lock() {
+                    kept.push_str(&text);
+                    if kept.len() > STDERR_TAIL {
+                        let cut = kept.len() - STDERR_TAIL;
+                        let boundary = (cut..kept.len()).find(|&i| kept.is_char_boundary(i)).unwrap_or(kept.len());
+                        kept.drain(..boundary);
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Ok(CommandOracle { command: command.to_string(), child, stdin, replies, stderr_tail, timeout, requests: 0 })
+    }
+
+    fn failure(&mut self, what: &str) -> anyhow::Error {
+        // Give a dying program a moment to be reaped, so its status is known.
+        let mut status = None;
+        for _ in 0..20 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = match status {
+            Some(s) => format!(", exit status {s}"),
+            None => String::new(),
+        };
+        let stderr = self.stderr_tail.lock().map(|s| s.trim().to_string()).unwrap_or_default();
+        let stderr = if stderr.is_empty() { String::new() } else { format!("; its stderr ends: {stderr}") };
+        anyhow!("oracle command `{}`, request {}: {what}{status}{stderr}", self.command, self.requests)
+    }
+
+    fn ask(&mut self, request: &str) -> Result<String> {
+        self.requests += 1;
+        let Some(stdin) = self.stdin.as_mut() else { return Err(self.failure("the program's input is closed")) };
+        if stdin
+            .write_all(request.as_bytes())
+            .and_then(|()| stdin.write_all(b"\n"))
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            return Err(self.failure("the program is not reading its input (it exited?)"));
+        }
+        match self.replies.recv_timeout(self.timeout) {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(error)) => Err(self.failure(&format!("reading its output: {error}"))),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                let message = format!("no reply within {} s; the program was killed", self.timeout.as_secs_f64());
+                Err(self.failure(&message))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(self.failure("the program exited without replying")),
+        }
+    }
+
+    fn parse(&mut self, line: &str, k: usize) -> Result<Judgement> {
+        let quoted: String = line.chars().take(200).collect();
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(value) => value,
+            Err(error) => return Err(self.failure(&format!("the reply is not JSON ({error}): {quoted:?}"))),
+        };
+        let numbers = |v: &serde_json::Value| -> Option<Vec<f64>> {
+            v.as_array()?.iter().map(serde_json::Value::as_f64).collect::<Option<Vec<f64>>>()
+        };
+        let judgement = if let Some(scores) = value.get("scores") {
+            let Some(scores) = numbers(scores) else {
+                return Err(self.failure(&format!("`scores` is not a list of numbers: {quoted:?}")));
+            };
+            if scores.len() != k {
+                return Err(self.failure(&format!("{} scores for {k} responses: {quoted:?}", scores.len())));
+            }
+            Judgement::Scores(scores)
+        } else if let Some(rows) = value.get("preferences") {
+            let rows: Option<Vec<Vec<f64>>> = rows.as_array().and_then(|rows| rows.iter().map(numbers).collect());
+            match rows {
+                Some(rows) if rows.len() == k && rows.iter().all(|row| row.len() == k) => {
+                    Judgement::Preferences(rows.concat())
+                }
+                _ => return Err(self.failure(&format!("`preferences` is not a {k}×{k} matrix: {quoted:?}"))),
+            }
+        } else {
+            return Err(self.failure(&format!("the reply has neither `scores` nor `preferences`: {quoted:?}")));
+        };
+        if let Err(error) = judgement.rates_and_ranking(k) {
+            return Err(self.failure(&format!("{error}: {quoted:?}")));
+        }
+        Ok(judgement)
+    }
+}
+
+impl Oracle for CommandOracle {
+    fn judge(&mut self, prompt: &str, responses: &[String], _: &[usize]) -> Result<Judgement> {
+        let request = serde_json::json!({"prompt": prompt, "responses": responses}).to_string();
+        let line = self.ask(&request)?;
+        self.parse(&line, responses.len())
+    }
+}
+
+impl Drop for CommandOracle {
+    fn drop(&mut self) {
+        // Closing its input asks the program to finish; one that does not is killed.
+        drop(self.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 /// The oracle a config names.
-pub fn from_config(name: OracleName) -> Box<dyn Oracle> {
-    match name {
+///
+/// # Errors
+/// A command oracle whose program cannot be started.
+pub fn from_config(cfg: &TrainConfig) -> Result<Box<dyn Oracle>> {
+    Ok(match cfg.oracle {
         OracleName::Rule => Box::new(RuleOracle),
         OracleName::Length => Box::new(LengthOracle),
-    }
+        OracleName::Command => {
+            Box::new(CommandOracle::start(&cfg.oracle_command, Duration::from_secs_f64(cfg.oracle_timeout))?)
+        }
+    })
 }

@@ -509,7 +509,12 @@ impl<B: TrainBackend> Trainer<B> {
         let final_dir = cfg.output_dir.join("final");
         self.save_model(&final_dir)?;
         let plots = crate::plot::read_metrics(&cfg.output_dir.join("metrics.jsonl"))
-            .and_then(|rows| crate::plot::plot_training_curves(&rows, &cfg.output_dir.join("plots")));
+            .and_then(|rows| crate::plot::plot_training_curves(&rows, &cfg.output_dir.join("plots")))
+            .and_then(|mut written| {
+                let metrics = cfg.output_dir.join("metrics.jsonl");
+                written.extend(crate::plot::plot_iteration_curves(&metrics, &cfg.output_dir.join("plots"))?);
+                Ok(written)
+            });
         if let Err(error) = plots {
             reporter.warn(self.step, &format!("drawing the training curves: {error}"))?;
         }
@@ -1302,13 +1307,22 @@ impl<B: TrainBackend> Trainer<B> {
         let k = self.cfg.num_samples;
         let eos = self.eos_id()?;
         let sampling = self.sampling();
-        let mut oracle = super::oracle::from_config(self.cfg.oracle);
+        let mut oracle = super::oracle::from_config(&self.cfg)?;
         let ties =
             if self.cfg.skip_ties || self.cfg.method == Method::Aipo { TiePolicy::Skip } else { TiePolicy::Keep };
         let (mut pairs, mut win_rates, mut lines) = (Vec::new(), Vec::new(), String::new());
         let (mut all_len, mut chosen_len, mut rejected_len, mut score_sum, mut skipped) =
             (0usize, 0usize, 0usize, 0.0, 0);
         let started = Instant::now();
+        let samples_dir = self.cfg.output_dir.join("samples");
+        // The previous iteration's samples, to judge this iteration's against.
+        let previous = if iteration > 1 {
+            previous_samples(&samples_dir.join(format!("iteration-{}.jsonl", iteration - 1)))?
+        } else {
+            Vec::new()
+        };
+        let (mut win_sum, mut win_prompts) = (0.0, 0usize);
+        let mut prompt_index = 0;
         let per_call = (64 / k).max(1);
         for chunk in prompts.chunks(per_call) {
             let prefixes: Vec<&[u32]> = chunk.iter().flat_map(|p| std::iter::repeat_n(p.ids.as_slice(), k)).collect();
@@ -1339,8 +1353,16 @@ impl<B: TrainBackend> Trainer<B> {
                 let texts: Vec<String> =
                     responses.iter().map(|r| self.model.tokenizer.decode(r, true)).collect::<Result<_, _>>()?;
                 let counts: Vec<usize> = responses.iter().map(Vec::len).collect();
-                let scores = oracle.scores(&prompt.text, &texts, &counts)?;
-                let rates = sppo::win_rates_from_scores(&scores).map_err(|e| anyhow!("{e}"))?;
+                let judgement = oracle.judge(&prompt.text, &texts, &counts)?;
+                if let Some((previous_texts, previous_counts)) = previous.get(prompt_index) {
+                    let all_texts = [previous_texts.as_slice(), &texts].concat();
+                    let all_counts = [previous_counts.as_slice(), &counts].concat();
+                    let joint = oracle.judge(&prompt.text, &all_texts, &all_counts)?;
+                    win_sum += win_rate_of_last(&joint, previous_texts.len(), k)?;
+                    win_prompts += 1;
+                }
+                prompt_index += 1;
+                let (rates, scores) = judgement.rates_and_ranking(k)?;
                 all_len += counts.iter().sum::<usize>();
                 score_sum += scores.iter().sum::<f64>();
                 let selected = sppo::select_pair(&scores, &rates, ties).map_err(|e| anyhow!("{e}"))?;
@@ -1348,7 +1370,9 @@ impl<B: TrainBackend> Trainer<B> {
                     &serde_json::json!({
                         "prompt": prompt.text,
                         "responses": texts,
+                        "lengths": counts,
                         "scores": scores,
+                        "win_rates": rates,
                         "chosen": selected.map(|p| p.chosen),
                         "rejected": selected.map(|p| p.rejected),
                     })
@@ -1371,7 +1395,6 @@ impl<B: TrainBackend> Trainer<B> {
                 win_rates.push((pair.chosen_win_rate, pair.rejected_win_rate));
             }
         }
-        let samples_dir = self.cfg.output_dir.join("samples");
         std::fs::create_dir_all(&samples_dir).with_context(|| format!("{}", samples_dir.display()))?;
         crate::hf::write_atomically(&samples_dir.join(format!("iteration-{iteration}.jsonl")), lines.as_bytes())?;
         let n_samples = (prompts.len() * k).max(1) as f64;
@@ -1384,6 +1407,7 @@ impl<B: TrainBackend> Trainer<B> {
             "samples/chosen_mean_length": chosen_len as f64 / n_pairs,
             "samples/rejected_mean_length": rejected_len as f64 / n_pairs,
             "oracle/mean_score": score_sum / n_samples,
+            "oracle/win_rate_vs_previous": (win_prompts > 0).then(|| win_sum / win_prompts as f64),
             "pairs": pairs.len(),
             "skipped_all_tie_prompts": skipped,
             "seconds": started.elapsed().as_secs_f64(),
@@ -1395,6 +1419,13 @@ impl<B: TrainBackend> Trainer<B> {
             all_len as f64 / n_samples,
             score_sum / n_samples
         ));
+        if win_prompts > 0 {
+            reporter.say(&format!(
+                "iteration {iteration}: win rate against iteration {}'s samples {:.3} (oracle-judged, ties ½)",
+                iteration - 1,
+                win_sum / win_prompts as f64
+            ));
+        }
         Ok((pairs, win_rates))
     }
 
@@ -1494,6 +1525,62 @@ impl<B: TrainBackend> Trainer<B> {
 }
 
 /// The fields where two configs differ, as `key: old → new`, ignoring `harmless`.
+/// Each prompt's responses and token counts in a `samples/iteration-t.jsonl`
+/// (empty if the file predates the `lengths` field).
+fn previous_samples(path: &Path) -> Result<Vec<(Vec<String>, Vec<usize>)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut samples = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let record: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), index + 1))?;
+        let texts: Option<Vec<String>> =
+            record["responses"].as_array().and_then(|r| r.iter().map(|v| v.as_str().map(str::to_string)).collect());
+        let counts: Option<Vec<usize>> =
+            record["lengths"].as_array().and_then(|r| r.iter().map(|v| v.as_u64().map(|n| n as usize)).collect());
+        match (texts, counts) {
+            (Some(texts), Some(counts)) if texts.len() == counts.len() => samples.push((texts, counts)),
+            _ => return Ok(Vec::new()),
+        }
+    }
+    Ok(samples)
+}
+
+/// The probability that one of the last `k` responses beats one of the
+/// first `previous`, from a joint judgement: the matrix's entries, or for
+/// scores 1 for a higher score, ½ for a tie, 0 for a lower one; averaged
+/// over all (new, previous) pairs.
+fn win_rate_of_last(judgement: &super::oracle::Judgement, previous: usize, k: usize) -> Result<f64> {
+    let n = previous + k;
+    let mut total = 0.0;
+    match judgement {
+        super::oracle::Judgement::Scores(scores) => {
+            if scores.len() != n {
+                bail!("{} scores for {n} responses", scores.len());
+            }
+            for new in &scores[previous..] {
+                for old in &scores[..previous] {
+                    total += if new > old {
+                        1.0
+                    } else if new == old {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        super::oracle::Judgement::Preferences(matrix) => {
+            if matrix.len() != n * n {
+                bail!("a preference matrix of {} entries for {n} responses", matrix.len());
+            }
+            for new in previous..n {
+                total += matrix[new * n..new * n + previous].iter().sum::<f64>();
+            }
+        }
+    }
+    Ok(total / (previous * k).max(1) as f64)
+}
+
 fn config_differences(old: &TrainConfig, new: &TrainConfig, harmless: &[&str]) -> Vec<String> {
     let (Ok(old), Ok(new)) = (toml::Table::try_from(old), toml::Table::try_from(new)) else {
         return vec!["(the configs do not serialise)".into()];
