@@ -169,6 +169,27 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
     Ok(vec![dir.join("model.safetensors")])
 }
 
+/// One tensor of a model directory by name (any of its safetensors files),
+/// converted to f32, with its shape: for weights outside the LLaMA body,
+/// such as a reward model's `score.weight`.
+///
+/// # Errors
+/// [`HfError`] naming the file, or [`HfError::MissingTensor`].
+pub fn read_tensor(dir: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), HfError> {
+    for path in weight_files(dir)? {
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let tensors = SafeTensors::deserialize(&bytes)
+            .map_err(|error| HfError::Safetensors { path: path.clone(), reason: error.to_string() })?;
+        if let Ok(view) = tensors.tensor(name) {
+            if !matches!(view.dtype(), Dtype::F32 | Dtype::BF16 | Dtype::F16) {
+                return Err(HfError::Dtype { path, name: name.to_string(), dtype: view.dtype() });
+            }
+            return Ok((view.shape().to_vec(), to_f32(view.dtype(), view.data())));
+        }
+    }
+    Err(HfError::MissingTensor { path: dir.to_path_buf(), name: name.to_string() })
+}
+
 /// Memory-maps the model's safetensors files and uploads every tensor
 /// `config` needs, converted to f32. Nothing is uploaded unless every
 /// tensor is present with the right shape and a readable dtype.

@@ -151,7 +151,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     (
         "oracle",
         "rule",
-        "SPPO, AIPO: rule (the shipped task's judge), length (prefers longer answers) or command (oracle_command)",
+        "SPPO, AIPO: rule (the shipped task's judge), length (prefers longer answers), command (oracle_command) or reward_model (oracle_model)",
     ),
     (
         "oracle_command",
@@ -159,6 +159,11 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
         "SPPO, AIPO with oracle = command: the judge program (run by sh -c; JSON lines protocol, see `sapo oracle --help`)",
     ),
     ("oracle_timeout", "60", "SPPO, AIPO with oracle = command: seconds to wait for each reply"),
+    (
+        "oracle_model",
+        "",
+        "SPPO, AIPO with oracle = reward_model: a Hugging Face *ForSequenceClassification directory (score head)",
+    ),
     ("skip_ties", "false", "SPPO: drop prompts whose K responses all tie (AIPO always drops them)"),
     ("aipo_alpha", "0.07", "AIPO: α, the (1+α) scaling of the reference margin"),
     ("aipo_lambda", "0.2", "AIPO: λ, weight of the length-normalised NLL of the chosen response"),
@@ -227,6 +232,7 @@ pub struct TrainConfig {
     pub oracle: OracleName,
     pub oracle_command: String,
     pub oracle_timeout: f64,
+    pub oracle_model: PathBuf,
     pub skip_ties: bool,
     pub aipo_alpha: f64,
     pub aipo_lambda: f64,
@@ -244,6 +250,8 @@ pub enum OracleName {
     Length,
     /// An external program (`oracle_command`) speaking JSON lines.
     Command,
+    /// A sequence-classification reward model (`oracle_model`).
+    RewardModel,
 }
 
 /// Where the starting weights come from.
@@ -386,6 +394,7 @@ fn method_defaults(method: Method) -> toml::Table {
     set("oracle", s("rule"));
     set("oracle_command", s(""));
     set("oracle_timeout", F(60.0));
+    set("oracle_model", s(""));
     set("skip_ties", B(false));
     set("aipo_alpha", F(0.07));
     set("aipo_lambda", F(0.2));
@@ -614,6 +623,8 @@ impl TrainConfig {
         let command_oracle = self.oracle == OracleName::Command;
         let needs_command = !command_oracle || !self.oracle_command.trim().is_empty();
         check(needs_command, "oracle_command", "must name a program when oracle = \"command\"")?;
+        let needs_model = self.oracle != OracleName::RewardModel || !self.oracle_model.as_os_str().is_empty();
+        check(needs_model, "oracle_model", "must name a model directory when oracle = \"reward_model\"")?;
         if self.max_prompt_length >= self.max_length {
             let reason = format!("{} must be below max_length ({})", self.max_prompt_length, self.max_length);
             return Err(("max_prompt_length", reason));

@@ -301,6 +301,112 @@ impl Drop for CommandOracle {
     }
 }
 
+/// A reward model in Hugging Face's `LlamaForSequenceClassification` layout
+/// (also Mistral and Qwen2): the LLaMA body, then a score head `score.weight`
+/// `[1, hidden]` on the final-norm hidden state of the conversation's last
+/// token. Each response is scored as the conversation [user: prompt,
+/// assistant: response] rendered with the reward model's own chat template
+/// and tokenizer, as transformers scores it.
+#[derive(Debug)]
+pub struct RewardModelOracle {
+    backend: sapo_core::cpu::CpuBackend,
+    config: sapo_core::model::LlamaConfig,
+    params: sapo_core::model::LlamaParams<sapo_core::cpu::CpuBackend>,
+    score: Vec<f32>,
+    tokenizer: crate::tokenizer::Tokenizer,
+    template: crate::chat_template::ChatTemplate,
+}
+
+impl RewardModelOracle {
+    /// Loads a sequence-classification model directory.
+    ///
+    /// # Errors
+    /// Not such a model (its `architectures`, or a score head that is not
+    /// `[1, hidden]`), or files that do not load.
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).with_context(|| format!("{}", config_path.display()))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", config_path.display()))?;
+        let architecture = raw["architectures"][0].as_str().unwrap_or("");
+        if !architecture.ends_with("ForSequenceClassification") {
+            bail!(
+                "{}: a reward model needs a *ForSequenceClassification architecture (a score head), this is `{architecture}`",
+                dir.display()
+            );
+        }
+        let mut config = crate::hf::read_config(dir)?.model;
+        // The classification model has no LM head; the body loads as if tied.
+        config.tie_word_embeddings = true;
+        let backend = sapo_core::cpu::CpuBackend::new();
+        let params = crate::hf::load_params(&backend, dir, &config)?;
+        let (shape, score) = crate::hf::read_tensor(dir, "score.weight")?;
+        if shape != [1, config.hidden_size] {
+            bail!("{}: score.weight is {shape:?}, a reward model's is [1, {}]", dir.display(), config.hidden_size);
+        }
+        let tokenizer = crate::tokenizer::Tokenizer::from_file(dir.join("tokenizer.json"))
+            .with_context(|| format!("{}: reading the tokenizer", dir.display()))?;
+        let template = crate::chat_template::ChatTemplate::from_tokenizer(&tokenizer)
+            .map_err(|e| anyhow!("{}: the reward model's chat template: {e}", dir.display()))?;
+        Ok(RewardModelOracle { backend, config, params, score, tokenizer, template })
+    }
+
+    /// The token ids the reward model reads for one response.
+    ///
+    /// # Errors
+    /// A template or tokenizer error.
+    pub fn conversation_ids(&self, prompt: &str, response: &str) -> Result<Vec<u32>> {
+        use crate::chat_template::Message;
+        let messages = [Message::new("user", prompt), Message::new("assistant", response)];
+        let text = self.template.render(&messages, false).map_err(|e| anyhow!("{e}"))?;
+        Ok(self.tokenizer.encode(&text, false)?)
+    }
+
+    /// One score per response.
+    ///
+    /// # Errors
+    /// A template, tokenizer or model error.
+    pub fn scores(&self, prompt: &str, responses: &[String]) -> Result<Vec<f64>> {
+        use sapo_core::backend::Backend;
+        use sapo_core::model::{Activations, DeviceBatch, PackedBatch, forward};
+        let mut sequences = Vec::with_capacity(responses.len());
+        for response in responses {
+            let mut ids = self.conversation_ids(prompt, response)?;
+            if ids.is_empty() {
+                bail!("the reward model's template renders an empty conversation");
+            }
+            // One extra token, scored, so the last real token's hidden state
+            // is computed (a row predicts the token after it); causal
+            // attention keeps it from changing any earlier position.
+            ids.push(0);
+            let mut mask = vec![false; ids.len()];
+            mask[ids.len() - 1] = true;
+            sequences.push((ids, mask));
+        }
+        let views: Vec<(&[u32], &[bool])> = sequences.iter().map(|(t, m)| (t.as_slice(), m.as_slice())).collect();
+        let batch = PackedBatch::new(&views, self.config.vocab_size)?;
+        let device = DeviceBatch::upload(&self.backend, &batch)?;
+        let mut acts = Activations::new(&self.backend, &self.config, batch.n_tokens(), batch.n_rows(), batch.n_seqs())?;
+        forward(&self.backend, &self.config, &self.params, &device, &mut acts)?;
+        let hidden = self.backend.download(&acts.normed)?;
+        let c = self.config.hidden_size;
+        Ok(batch
+            .rows
+            .iter()
+            .map(|&row| {
+                let h = &hidden[row as usize * c..][..c];
+                h.iter().zip(&self.score).map(|(&x, &w)| f64::from(x) * f64::from(w)).sum()
+            })
+            .collect())
+    }
+}
+
+impl Oracle for RewardModelOracle {
+    fn judge(&mut self, prompt: &str, responses: &[String], _: &[usize]) -> Result<Judgement> {
+        Ok(Judgement::Scores(self.scores(prompt, responses)?))
+    }
+}
+
 /// The oracle a config names.
 ///
 /// # Errors
@@ -309,6 +415,7 @@ pub fn from_config(cfg: &TrainConfig) -> Result<Box<dyn Oracle>> {
     Ok(match cfg.oracle {
         OracleName::Rule => Box::new(RuleOracle),
         OracleName::Length => Box::new(LengthOracle),
+        OracleName::RewardModel => Box::new(RewardModelOracle::load(&cfg.oracle_model)?),
         OracleName::Command => {
             Box::new(CommandOracle::start(&cfg.oracle_command, Duration::from_secs_f64(cfg.oracle_timeout))?)
         }
