@@ -43,8 +43,13 @@ struct Scratch {
     attention_delta: Option<CudaBuf<f32>>,
     /// Scored rows per sequence.
     sequence_counts: Option<CudaBuf<f32>>,
-    /// The f64 accumulator of `sum_of_squares`.
+    /// Per-block f64 partial sums of `sum_of_squares`.
     sum_of_squares: Option<CudaSlice<f64>>,
+    /// The embedding backward's tokens grouped by id: the distinct ids,
+    /// their offsets, the token indices.
+    group_ids: Option<CudaBuf<u32>>,
+    group_offsets: Option<CudaBuf<u32>>,
+    group_tokens: Option<CudaBuf<u32>>,
 }
 
 /// The `Backend` on one CUDA device: kernels compiled by NVRTC for the
@@ -212,10 +217,14 @@ impl CudaBackend {
         self.scratch.lock().map_err(|_| CudaError::InvalidDims { op: "scratch", reason: "lock poisoned".into() })
     }
 
-    /// A scratch buffer of at least `len` floats.
-    fn grow<'s>(&self, slot: &'s mut Option<CudaBuf<f32>>, len: usize) -> Result<&'s mut CudaBuf<f32>, CudaError> {
+    /// A scratch buffer of at least `len` elements.
+    fn grow<'s, T: Element>(
+        &self,
+        slot: &'s mut Option<CudaBuf<T>>,
+        len: usize,
+    ) -> Result<&'s mut CudaBuf<T>, CudaError> {
         if slot.as_ref().is_none_or(|buf| buf.len < len) {
-            *slot = Some(CudaBuf::from_bytes(self.alloc_bytes(len * 4)?, len));
+            *slot = Some(CudaBuf::from_bytes(self.alloc_bytes(len * core::mem::size_of::<T>())?, len));
         }
         Ok(slot.as_mut().expect("just filled"))
     }
@@ -441,10 +450,40 @@ impl Backend for CudaBackend {
         if n_tokens * channels == 0 {
             return Ok(());
         }
-        let vocab = dim(OP, "vocab", dtable.len / channels)?;
-        let (t, c) = (dim(OP, "n_tokens", n_tokens)?, dim(OP, "channels", channels)?);
-        self.launch(&self.kernels.embedding_backward, Self::elementwise(n_tokens * channels), |args| {
-            args.buf_mut(dtable).buf(ids).buf(dout).value(&t).value(&c).value(&vocab);
+        let vocab = dtable.len / channels;
+        // Group the tokens by id on the host (one small download) so each
+        // table row is summed by one block in token order: no float
+        // atomics, so the gradient is the same bits on every run.
+        let mut ids_host = self.download(ids)?;
+        ids_host.truncate(n_tokens);
+        if let Some(&id) = ids_host.iter().find(|&&id| id as usize >= vocab) {
+            return Err(CudaError::InvalidDims { op: OP, reason: format!("token id {id} is not below {vocab}") });
+        }
+        let mut order: Vec<u32> = (0..n_tokens as u32).collect();
+        order.sort_by_key(|&token| ids_host[token as usize]);
+        let (mut unique, mut offsets) = (Vec::new(), Vec::new());
+        for (position, &token) in order.iter().enumerate() {
+            let id = ids_host[token as usize];
+            if unique.last() != Some(&id) {
+                unique.push(id);
+                offsets.push(position as u32);
+            }
+        }
+        offsets.push(n_tokens as u32);
+        let mut scratch = self.scratch()?;
+        let Scratch { group_ids, group_offsets, group_tokens, .. } = &mut *scratch;
+        let group_ids = self.grow(group_ids, unique.len())?;
+        let group_offsets = self.grow(group_offsets, offsets.len())?;
+        let group_tokens = self.grow(group_tokens, order.len())?;
+        self.write(group_ids, &unique)?;
+        self.write(group_offsets, &offsets)?;
+        self.write(group_tokens, &order)?;
+        let (n_unique, c) = (dim(OP, "distinct ids", unique.len())?, dim(OP, "channels", channels)?);
+        let config = LaunchConfig { grid_dim: (n_unique, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let (group_ids, group_offsets, group_tokens) = (&*group_ids, &*group_offsets, &*group_tokens);
+        self.launch(&self.kernels.embedding_backward_grouped, config, |args| {
+            args.buf_mut(dtable).buf(dout).buf(group_ids).buf(group_offsets).buf(group_tokens);
+            args.value(&n_unique).value(&c);
         })
     }
 
@@ -836,6 +875,14 @@ impl Backend for CudaBackend {
         let rows_hidden = self.grow(rows_hidden, block_rows * channels)?;
         let logits = self.grow(logits, block_rows * vocab)?;
         let rows_dhidden = self.grow(rows_dhidden, block_rows * channels)?;
+        // Distinct rows (what a packed batch gives: one row per scored
+        // token) are added without atomics, so the result is reproducible;
+        // repeated rows need the atomic kernel.
+        let mut rows_host = self.download(rows)?;
+        rows_host.truncate(n_rows);
+        rows_host.sort_unstable();
+        let distinct = rows_host.windows(2).all(|pair| pair[0] != pair[1]);
+        let scatter = if distinct { &self.kernels.add_rows } else { &self.kernels.scatter_add_rows };
         for first in (0..n_rows).step_by(block_rows) {
             let count = block_rows.min(n_rows - first);
             let (first32, count32) = (first as u32, count as u32);
@@ -867,7 +914,7 @@ impl Backend for CudaBackend {
             let to_head =
                 MatmulSpec { m: vocab, k: count, n: channels, transpose_a: true, transpose_b: false, accumulate: true };
             matmul::gemm(self, &mut dlm_head.view_mut(), &logits.view(), &rows_hidden.view(), to_head, 1)?;
-            self.launch(&self.kernels.scatter_add_rows, Self::elementwise(count * channels), |args| {
+            self.launch(scatter, Self::elementwise(count * channels), |args| {
                 args.buf_mut(dhidden).buf(rows_dhidden).buf(rows).value(&first32).value(&count32).value(&c);
             })?;
         }
@@ -1006,24 +1053,23 @@ impl Backend for CudaBackend {
         if x.len == 0 {
             return Ok(0.0);
         }
+        // Per-block partial sums, added on the host in block order: the same
+        // bits on every run (an atomic total would depend on block timing).
+        let blocks = x.len.div_ceil(BLOCK as usize).clamp(1, 1024);
         let mut scratch = self.scratch()?;
         if scratch.sum_of_squares.is_none() {
-            scratch.sum_of_squares = Some(self.stream.alloc_zeros::<f64>(1)?);
+            scratch.sum_of_squares = Some(self.stream.alloc_zeros::<f64>(1024)?);
         }
-        let total = scratch.sum_of_squares.as_mut().expect("just filled");
-        self.stream.memset_zeros(total)?;
+        let partials = scratch.sum_of_squares.as_mut().expect("just filled");
         let n64 = x.len as u64;
-        let config = LaunchConfig {
-            grid_dim: (x.len.div_ceil(BLOCK as usize).clamp(1, 1024) as u32, 1, 1),
-            ..Self::elementwise(1)
-        };
-        let mut builder = self.stream.launch_builder(&self.kernels.sum_of_squares);
-        builder.arg(&mut *total).arg(&x.bytes).arg(&n64);
-        // SAFETY: the kernel reads `x.len` floats and writes one f64.
+        let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), ..Self::elementwise(1) };
+        let mut builder = self.stream.launch_builder(&self.kernels.sum_of_squares_partials);
+        builder.arg(&mut *partials).arg(&x.bytes).arg(&n64);
+        // SAFETY: the kernel reads `x.len` floats and writes `blocks` ≤ 1024 f64.
         unsafe { builder.launch(config) }?;
-        let value = self.stream.clone_dtoh(&*total)?;
+        let values = self.stream.clone_dtoh(&partials.slice(..blocks))?;
         self.stream.synchronize()?;
-        Ok(value[0])
+        Ok(values.iter().sum())
     }
 
     fn scale(&self, x: &mut CudaBuf<f32>, factor: f32) -> Result {

@@ -156,15 +156,6 @@ extern "C" __global__ void embedding_forward(float* out, const u32* ids, const f
     }
 }
 
-extern "C" __global__ void embedding_backward(float* dtable, const u32* ids, const float* dout, u32 n_tokens,
-                                              u32 channels, u32 vocab) {
-    const size_t n = (size_t)n_tokens * channels;
-    for (size_t i = global_index(); i < n; i += global_stride()) {
-        const u32 id = ids[i / channels];
-        if (id < vocab) atomicAdd(&dtable[(size_t)id * channels + i % channels], dout[i]);
-    }
-}
-
 // --- RMSNorm ----------------------------------------------------------------------
 
 // One block per row.
@@ -576,15 +567,6 @@ extern "C" __global__ void ema_update(float* ema, const float* params, float dec
     for (size_t i = global_index(); i < n; i += global_stride()) ema[i] = __fadd_rn(__fmul_rn(decay, ema[i]), __fmul_rn(keep, params[i]));
 }
 
-// total[0] += Σ x² in f64 (one atomic per block).
-extern "C" __global__ void sum_of_squares(double* total, const float* x, u64 n) {
-    __shared__ double shared[32];
-    double acc = 0.0;
-    for (size_t i = global_index(); i < n; i += global_stride()) acc += (double)x[i] * (double)x[i];
-    acc = block_sum_f64(acc, shared);
-    if (threadIdx.x == 0) atomicAdd(total, acc);
-}
-
 // --- Tiled attention (head_dim ≤ 128) ------------------------------------------------------------
 //
 // One block per (tile of 32 queries or keys, head, sequence); 8 warps of 4
@@ -849,4 +831,46 @@ extern "C" __global__ void attention_backward_dkv_tiled_d128(float* dk, float* d
                                                         const float* delta, const u32* seq_starts, u32 n_heads,
                                                         u32 n_kv_heads, u32 head_dim, float scale) {
     attention_backward_dkv_tiled_impl<4>(dk, dv, dout, q, k, v, lse, delta, seq_starts, n_heads, n_kv_heads, head_dim, scale);
+}
+
+// --- Deterministic scatter-adds ---------------------------------------------------------------
+//
+// Float atomics add in whatever order threads arrive, so two runs of a step
+// could differ in the last bits. These kernels fix the order instead.
+
+// dtable[unique_ids[u], :] += Σ_k dout[token_list[k], :] for k in
+// offsets[u]..offsets[u+1] (tokens grouped by id on the host, in token
+// order): one block per distinct id.
+extern "C" __global__ void embedding_backward_grouped(float* dtable, const float* dout, const u32* unique_ids,
+                                                      const u32* offsets, const u32* token_list, u32 n_unique,
+                                                      u32 channels) {
+    const u32 u = blockIdx.x;
+    if (u >= n_unique) return;
+    const size_t row = (size_t)unique_ids[u] * channels;
+    for (u32 c = threadIdx.x; c < channels; c += blockDim.x) {
+        float acc = 0.0f;
+        for (u32 k = offsets[u]; k < offsets[u + 1]; k++) acc += dout[(size_t)token_list[k] * channels + c];
+        dtable[row + c] += acc;
+    }
+}
+
+// dst[rows[first + i], :] += src[i, :] when the rows are distinct (one
+// writer per element: no atomics needed).
+extern "C" __global__ void add_rows(float* dst, const float* src, const u32* rows, u32 first, u32 count,
+                                    u32 channels) {
+    const size_t n = (size_t)count * channels;
+    for (size_t i = global_index(); i < n; i += global_stride()) {
+        const u32 r = i / channels;
+        dst[(size_t)rows[first + r] * channels + i % channels] += src[i];
+    }
+}
+
+// partials[block] = Σ x² over the block's grid-stride elements, in f64; the
+// host adds the partials in block order.
+extern "C" __global__ void sum_of_squares_partials(double* partials, const float* x, u64 n) {
+    __shared__ double shared[32];
+    double acc = 0.0;
+    for (size_t i = global_index(); i < n; i += global_stride()) acc += (double)x[i] * (double)x[i];
+    acc = block_sum_f64(acc, shared);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }

@@ -101,7 +101,6 @@ kernel_table!(
     swiglu_backward,
     column_sum,
     embedding_forward,
-    embedding_backward,
     rms_norm_forward,
     rms_norm_backward_input,
     rope,
@@ -126,5 +125,7 @@ kernel_table!(
     adamw_step,
     rmsprop_step,
     ema_update,
-    sum_of_squares,
+    embedding_backward_grouped,
+    add_rows,
+    sum_of_squares_partials,
 );

@@ -449,6 +449,7 @@ fn verify(args: VerifyArgs) -> Result<()> {
     // Heads too wide for the tiled attention kernels take the per-row ones.
     checks.extend(verify::check_ops(backends, &OpShapes::wide_heads(), seed ^ 1).map_err(Failure::Run)?);
     checks.extend(verify::check_step(backends, &setup).map_err(Failure::Run)?);
+    checks.push(verify::check_reproducible(&gpu, &setup).map_err(Failure::Run)?);
     // The products again with TF32 tensor cores allowed (the switch
     // PyTorch calls allow_tf32), held to TF32's tolerance.
     gpu.set_tf32(true).map_err(|e| Failure::Run(e.into()))?;

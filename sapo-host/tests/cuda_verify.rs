@@ -111,6 +111,15 @@ fn a_whole_sapo_step_on_the_gpu_matches_the_cpu() {
 }
 
 #[test]
+fn a_step_gives_the_same_bits_twice_on_the_cpu_and_on_the_gpu() {
+    let cpu = CpuBackend::new();
+    let setup = fixture_step(&cpu, fresh_seed());
+    assert_all_pass(&[verify::check_reproducible(&cpu, &setup).unwrap()]);
+    let Some(gpu) = gpu_or_skip() else { return };
+    assert_all_pass(&[verify::check_reproducible(&gpu, &setup).unwrap()]);
+}
+
+#[test]
 fn the_gpu_refuses_short_buffers_with_an_error_naming_the_op() {
     let Some(gpu) = gpu_or_skip() else { return };
     let a = gpu.upload(&[1.0_f32; 4]).unwrap();

@@ -17,7 +17,7 @@ mod table;
 use sapo_core::backend::Backend;
 
 pub use ops::{OpShapes, check_matmuls, check_ops};
-pub use step::{StepSetup, check_step};
+pub use step::{StepSetup, check_reproducible, check_step};
 pub use table::render;
 
 /// One comparison: an operation (or a quantity of the training step), its

@@ -219,3 +219,35 @@ pub fn check_step<R: Backend, C: Backend>(backends: Backends<'_, R, C>, setup: &
         check("weights after AdamW", relative_error(&reference.params, &candidate.params), "f32", F32_OP_TOLERANCE),
     ])
 }
+
+/// Runs the step twice on one backend and checks that every output is the
+/// same bits both times (rel. error 0): a backend without float atomics in
+/// its reductions and scatter-adds makes runs reproducible.
+///
+/// # Errors
+/// A backend error.
+pub fn check_reproducible<B: Backend>(backend: &B, setup: &StepSetup) -> Result<Check> {
+    let first = sapo_step(backend, setup)?;
+    let second = sapo_step(backend, setup)?;
+    let flat = |o: &StepOutcome| -> Vec<f32> {
+        [o.ema.as_slice(), &o.reference, &o.policy, &o.grads, &o.params, &[o.loss as f32, o.grad_norm as f32]].concat()
+    };
+    let (a, b) = (flat(&first), flat(&second));
+    let identical = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits())
+        && first.generated == second.generated
+        && first.loss.to_bits() == second.loss.to_bits()
+        && first.grad_norm.to_bits() == second.grad_norm.to_bits();
+    let rel_error = if identical { 0.0 } else { relative_error(&a, &b).max(f64::MIN_POSITIVE) };
+    Ok(Check {
+        op: "step: run twice, same bits".into(),
+        shape: format!(
+            "L={} C={} pairs={}",
+            setup.config.num_hidden_layers,
+            setup.config.hidden_size,
+            setup.pairs.len()
+        ),
+        dtype: "f32",
+        rel_error,
+        tolerance: 0.0,
+    })
+}
