@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use sapo_host::train::Trainer;
-use sapo_host::train::config::{fixtures_dir, resolve};
+
+mod common;
+use sapo_host::train::config::resolve;
 use sapo_host::train::oracle::{CommandOracle, Judgement, Oracle, RuleOracle};
 
 fn judge_program(args: &str) -> String {
@@ -81,12 +83,8 @@ fn a_program_that_does_not_exist_fails_at_its_first_request() {
 
 #[test]
 fn sppo_trains_through_the_command_oracle_as_through_the_built_in_rule() {
-    let dir = std::env::temp_dir().join(format!("sapo-oracle-command-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl")).unwrap();
-    let data = dir.join("prompts.jsonl");
-    std::fs::write(&data, text.lines().take(6).collect::<Vec<_>>().join("\n")).unwrap();
+    let data = common::train_subset("oracle-command", "prompts", 0, 6);
+    let dir = data.parent().unwrap().to_path_buf();
     let run = |name: &str, oracle: &[String]| {
         let mut overrides = vec![
             format!("output_dir={:?}", dir.join(name).display().to_string()),

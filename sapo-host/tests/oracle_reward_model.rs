@@ -6,6 +6,8 @@ use sapo_host::train::config::{fixtures_dir, resolve};
 use sapo_host::train::oracle::{Judgement, Oracle, RewardModelOracle};
 use serde_json::Value;
 
+mod common;
+
 fn golden() -> Value {
     let text = std::fs::read_to_string(fixtures_dir().join("reward_model/scores.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -52,12 +54,8 @@ fn oracle_reward_model_needs_a_model_directory() {
 
 #[test]
 fn sppo_trains_with_the_reward_model_as_its_oracle() {
-    let dir = std::env::temp_dir().join(format!("sapo-oracle-rm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl")).unwrap();
-    let data = dir.join("prompts.jsonl");
-    std::fs::write(&data, text.lines().take(4).collect::<Vec<_>>().join("\n")).unwrap();
+    let data = common::train_subset("oracle-reward-model", "prompts", 0, 4);
+    let dir = data.parent().unwrap().to_path_buf();
     let model = fixtures_dir().join("reward_model/model");
     let cfg = resolve(
         None,

@@ -11,10 +11,10 @@ use sapo_host::train::config::{fixtures_dir, resolve};
 use sapo_host::train::{TrainConfig, Trainer};
 use serde_json::Value;
 
+mod common;
+
 fn run_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sapo-train-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::run_dir("train-e2e", name)
 }
 
 fn config(name: &str, sets: &[&str]) -> TrainConfig {
@@ -29,15 +29,8 @@ fn config(name: &str, sets: &[&str]) -> TrainConfig {
     resolve(None, &overrides).expect("valid config")
 }
 
-/// The task's training lines `skip..skip + n`, written to a file of their own.
 fn train_subset(name: &str, skip: usize, n: usize) -> PathBuf {
-    let dir = run_dir(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl")).unwrap();
-    let lines: Vec<&str> = text.lines().skip(skip).take(n).collect();
-    let path = dir.join("subset.jsonl");
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    path
+    common::train_subset("train-e2e", name, skip, n)
 }
 
 fn metric_lines(dir: &Path) -> Vec<serde_json::Map<String, Value>> {

@@ -10,21 +10,14 @@ use std::process::Command;
 use sapo_host::train::config::fixtures_dir;
 use serde_json::Value;
 
+mod common;
+
 fn run_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sapo-resume-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::run_dir("resume", name)
 }
 
-/// The task's training lines `skip..skip + n`, written to a file of their own.
 fn train_subset(name: &str, skip: usize, n: usize) -> PathBuf {
-    let dir = run_dir(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl")).unwrap();
-    let lines: Vec<&str> = text.lines().skip(skip).take(n).collect();
-    let path = dir.join("subset.jsonl");
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    path
+    common::train_subset("resume", name, skip, n)
 }
 
 fn sapo(args: &[String], interrupt_at: Option<u64>) -> (i32, String) {
@@ -329,17 +322,23 @@ fn spin_resumes_inside_an_iteration_and_at_its_boundary_bit_identically() {
     let data_set = format!("data={:?}", path.display().to_string());
     // Iteration 1: 6 pairs → 2 steps; iteration 2: 12 pairs → 3 steps.
     let method = ["--method", "spin", "--set", &data_set, "--set", "max_new_tokens=12", "--set", "max_steps=0"];
-    let straight = run_dir("spin-straight");
-    let (code, stderr) = sapo(&args(&straight, &method), None);
+    check_resumes_at("spin", &method, &[2, 4]);
+}
+
+/// Runs `method` straight, then stopped by SIGINT after each step of `stops`
+/// and resumed: the metric rows and final weights must equal the straight run's.
+fn check_resumes_at(name: &str, method: &[&str], stops: &[u64]) {
+    let straight = run_dir(&format!("{name}-straight"));
+    let (code, stderr) = sapo(&args(&straight, method), None);
     assert_eq!(code, 0, "{stderr}");
-    for stop in [2, 4] {
-        let dir = run_dir(&format!("spin-stop-{stop}"));
-        let (code, stderr) = sapo(&args(&dir, &method), Some(stop));
+    for &stop in stops {
+        let dir = run_dir(&format!("{name}-stop-{stop}"));
+        let (code, stderr) = sapo(&args(&dir, method), Some(stop));
         assert_eq!(code, 130, "{stderr}");
-        let (code, stderr) = sapo(&args(&dir, &method), None);
+        let (code, stderr) = sapo(&args(&dir, method), None);
         assert_eq!(code, 0, "{stderr}");
-        assert_eq!(rows(&dir), rows(&straight), "stopped at step {stop}");
-        assert!(final_weights(&dir) == final_weights(&straight), "stopped at step {stop}");
+        assert_eq!(rows(&dir), rows(&straight), "{name}: stopped at step {stop}");
+        assert!(final_weights(&dir) == final_weights(&straight), "{name}: stopped at step {stop}");
     }
 }
 
@@ -361,16 +360,5 @@ fn sppo_resumes_inside_an_iteration_bit_identically() {
         "--set",
         "num_samples=3",
     ];
-    let straight = run_dir("sppo-straight");
-    let (code, stderr) = sapo(&args(&straight, &method), None);
-    assert_eq!(code, 0, "{stderr}");
-    for stop in [1, 3] {
-        let dir = run_dir(&format!("sppo-stop-{stop}"));
-        let (code, stderr) = sapo(&args(&dir, &method), Some(stop));
-        assert_eq!(code, 130, "{stderr}");
-        let (code, stderr) = sapo(&args(&dir, &method), None);
-        assert_eq!(code, 0, "{stderr}");
-        assert_eq!(rows(&dir), rows(&straight), "stopped at step {stop}");
-        assert!(final_weights(&dir) == final_weights(&straight), "stopped at step {stop}");
-    }
+    check_resumes_at("sppo", &method, &[1, 3]);
 }

@@ -1,0 +1,28 @@
+//! Helpers shared by sapo-host's training tests: fresh run directories and
+//! slices of the shipped task's training data.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::PathBuf;
+
+use sapo_host::train::config::fixtures_dir;
+
+/// An empty directory under the system temp dir, unique to this test
+/// process, `suite` and `name`.
+pub fn run_dir(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sapo-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The task's training lines `skip..skip + n`, written to
+/// `<run_dir(suite, name)>/subset.jsonl`.
+pub fn train_subset(suite: &str, name: &str, skip: usize, n: usize) -> PathBuf {
+    let dir = run_dir(suite, name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(fixtures_dir().join("task/data/train.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(skip).take(n).collect();
+    let path = dir.join("subset.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
