@@ -67,7 +67,7 @@ struct Scratch {
 /// }
 /// ```
 pub struct CudaBackend {
-    context: Arc<CudaContext>,
+    /// The one stream (it holds the device context alive).
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     kernels: Kernels,
@@ -138,7 +138,6 @@ impl CudaBackend {
         let blas = CudaBlas::new(stream.clone())?;
         let kernels = Kernels::load(&context, &arch)?;
         Ok(CudaBackend {
-            context,
             stream,
             blas,
             kernels,
@@ -198,14 +197,6 @@ impl CudaBackend {
             self.stream.synchronize()?;
         }
         Ok(())
-    }
-
-    /// The device's (free, total) memory in bytes.
-    ///
-    /// # Errors
-    /// A driver error.
-    pub fn memory_info(&self) -> Result<(usize, usize), CudaError> {
-        Ok(self.context.mem_get_info()?)
     }
 
     fn alloc_bytes(&self, bytes: usize) -> Result<CudaSlice<u8>, CudaError> {

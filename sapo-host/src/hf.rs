@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use sapo_core::backend::Backend;
-use sapo_core::model::{LlamaConfig, LlamaParams, TensorSpec};
+use sapo_core::model::{LlamaConfig, LlamaParams};
 use serde_json::Value;
 
 /// Why a Hugging Face model directory could not be read or written.
@@ -196,10 +196,7 @@ pub fn read_tensor(dir: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), HfE
 ///
 /// # Errors
 /// [`HfError`] naming the file and tensor.
-pub fn load_params<B: Backend>(backend: &B, dir: &Path, config: &LlamaConfig) -> Result<LlamaParams<B>, HfError>
-where
-    HfError: From<B::Error>,
-{
+pub fn load_params<B: Backend>(backend: &B, dir: &Path, config: &LlamaConfig) -> Result<LlamaParams<B>, HfError> {
     let mut maps = Vec::new();
     for path in weight_files(dir)? {
         let file = File::open(&path).map_err(io(&path))?;
@@ -242,19 +239,17 @@ where
             return Err(HfError::Dtype { path: path.to_path_buf(), name: spec.name.clone(), dtype: view.dtype() });
         }
     }
-    LlamaParams::from_host(backend, config, |spec: &TensorSpec| -> Result<Vec<f32>, HfError> {
+    // Any backend: its errors become `HfError::Backend` by their message.
+    let backend_error = |error: B::Error| HfError::Backend(error.to_string());
+    let mut params = LlamaParams::zeros(backend, config).map_err(backend_error)?;
+    for (tensor, spec) in params.tensors_mut().into_iter().zip(&specs) {
         let (_, tensors) = &parsed[located[&spec.name]];
         let view = tensors
             .tensor(&spec.name)
             .map_err(|error| HfError::Safetensors { path: dir.to_path_buf(), reason: error.to_string() })?;
-        Ok(to_f32(view.dtype(), view.data()))
-    })
-}
-
-impl From<sapo_core::cpu::CpuError> for HfError {
-    fn from(error: sapo_core::cpu::CpuError) -> Self {
-        HfError::Backend(error.to_string())
+        backend.write(tensor, &to_f32(view.dtype(), view.data())).map_err(backend_error)?;
     }
+    Ok(params)
 }
 
 /// Little-endian f32, bf16 or f16 bytes to f32 (dtype checked by the caller).

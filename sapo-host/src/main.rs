@@ -302,18 +302,13 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     let resuming = args.resume.is_some() || (!args.overwrite && !checkpoints.is_empty());
     let summary = match cuda_ordinal(&config.device)? {
-        None if resuming => resume_and_run(config, CpuBackend::new(), &args)?,
-        None => sapo_host::train::Trainer::new(config)?.run(args.quiet)?,
+        None => run_on(config, CpuBackend::new(), resuming, &args)?,
         Some(ordinal) => {
             let gpu = sapo_cuda::CudaBackend::new(ordinal).map_err(|e| Failure::Run(e.into()))?;
             if !args.quiet {
                 eprintln!("sapo: training on {} ({})", gpu.device_name(), gpu.arch());
             }
-            if resuming {
-                resume_and_run(config, gpu, &args)?
-            } else {
-                sapo_host::train::Trainer::on_backend(config, gpu)?.run(args.quiet)?
-            }
+            run_on(config, gpu, resuming, &args)?
         }
     };
     let pair = |p: Option<(f64, f64)>, digits: usize| {
@@ -414,15 +409,23 @@ fn cuda_ordinal(device: &str) -> Result<Option<usize>> {
     }
 }
 
-fn resume_and_run<B: sapo_host::train::TrainBackend>(
+/// Starts (or resumes) the run on `backend` and trains to the end.
+fn run_on<B: sapo_host::train::TrainBackend>(
     config: sapo_host::train::TrainConfig,
     backend: B,
+    resuming: bool,
     args: &TrainArgs,
 ) -> Result<sapo_host::train::RunSummary> {
-    let (trainer, notes) = sapo_host::train::Trainer::resume_on(config, backend, args.allow_config_change)?;
-    if !args.quiet {
-        notes.iter().for_each(|note| eprintln!("sapo: {note}"));
-    }
+    use sapo_host::train::Trainer;
+    let trainer = if resuming {
+        let (trainer, notes) = Trainer::resume_on(config, backend, args.allow_config_change)?;
+        if !args.quiet {
+            notes.iter().for_each(|note| eprintln!("sapo: {note}"));
+        }
+        trainer
+    } else {
+        Trainer::on_backend(config, backend)?
+    };
     trainer.run(args.quiet)
 }
 

@@ -33,37 +33,17 @@ pub struct LoadedModel<B: Backend = CpuBackend> {
     pub eos_ids: Vec<u32>,
 }
 
-impl LoadedModel<CpuBackend> {
-    /// The same model with its weights copied to `backend` (the CPU copy is
-    /// freed).
-    ///
-    /// # Errors
-    /// An allocation or copy error on `backend`.
-    pub fn into_backend<B: Backend>(self, cpu: &CpuBackend, backend: &B) -> Result<LoadedModel<B>>
-    where
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let mut params = LlamaParams::zeros(backend, &self.config)?;
-        for (destination, source) in params.tensors_mut().into_iter().zip(self.params.tensors()) {
-            backend.write(destination, &cpu.download(source)?)?;
-        }
-        Ok(LoadedModel {
-            config: self.config,
-            hf_config: self.hf_config,
-            params,
-            tokenizer: self.tokenizer,
-            chat_template: self.chat_template,
-            eos_ids: self.eos_ids,
-        })
-    }
-}
+/// The bound every loader needs: a backend whose errors become `anyhow` errors.
+pub trait LoadBackend: Backend<Error: std::error::Error + Send + Sync + 'static> {}
+
+impl<B: Backend<Error: std::error::Error + Send + Sync + 'static>> LoadBackend for B {}
 
 /// Loads `path`: a `.gguf` file, or a directory with `config.json`,
 /// safetensors weights and `tokenizer.json`.
 ///
 /// # Errors
 /// A missing or malformed file, named with its path.
-pub fn load(backend: &CpuBackend, path: &Path) -> Result<LoadedModel> {
+pub fn load<B: LoadBackend>(backend: &B, path: &Path) -> Result<LoadedModel<B>> {
     if path.is_dir() {
         load_hf(backend, path)
     } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
@@ -96,7 +76,7 @@ pub enum Weights {
 ///
 /// # Errors
 /// As [`load`]; random weights need a Hugging Face directory.
-pub fn load_with(backend: &CpuBackend, path: &Path, weights: Weights) -> Result<LoadedModel> {
+pub fn load_with<B: LoadBackend>(backend: &B, path: &Path, weights: Weights) -> Result<LoadedModel<B>> {
     match weights {
         Weights::Pretrained => load(backend, path),
         Weights::Random { seed, std } => {
@@ -108,7 +88,7 @@ pub fn load_with(backend: &CpuBackend, path: &Path, weights: Weights) -> Result<
     }
 }
 
-fn random_params(backend: &CpuBackend, config: &LlamaConfig, seed: u64, std: f64) -> Result<LlamaParams<CpuBackend>> {
+fn random_params<B: LoadBackend>(backend: &B, config: &LlamaConfig, seed: u64, std: f64) -> Result<LlamaParams<B>> {
     let mut rng = sapo_core::rng::SapoRng::from_seed_u64(seed);
     LlamaParams::from_host(backend, config, |spec| -> Result<Vec<f32>> {
         Ok(if spec.name.ends_with("norm.weight") {
@@ -121,14 +101,14 @@ fn random_params(backend: &CpuBackend, config: &LlamaConfig, seed: u64, std: f64
     })
 }
 
-fn load_hf(backend: &CpuBackend, dir: &Path) -> Result<LoadedModel> {
+fn load_hf<B: LoadBackend>(backend: &B, dir: &Path) -> Result<LoadedModel<B>> {
     load_hf_with(dir, |config| Ok(hf::load_params(backend, dir, config)?))
 }
 
-fn load_hf_with(
+fn load_hf_with<B: LoadBackend>(
     dir: &Path,
-    params: impl FnOnce(&LlamaConfig) -> Result<LlamaParams<CpuBackend>>,
-) -> Result<LoadedModel> {
+    params: impl FnOnce(&LlamaConfig) -> Result<LlamaParams<B>>,
+) -> Result<LoadedModel<B>> {
     let config = hf::read_config(dir)?;
     let params = params(&config.model)?;
     let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
@@ -139,7 +119,7 @@ fn load_hf_with(
     Ok(LoadedModel { config: config.model, hf_config: config, params, tokenizer, chat_template, eos_ids })
 }
 
-fn load_gguf(backend: &CpuBackend, path: &Path) -> Result<LoadedModel> {
+fn load_gguf<B: LoadBackend>(backend: &B, path: &Path) -> Result<LoadedModel<B>> {
     let file = gguf::GgufFile::open(path)?;
     let config = gguf::llama::config(&file)?;
     let params = gguf::llama::load_params(backend, &file, &config).with_context(|| format!("{}", path.display()))?;

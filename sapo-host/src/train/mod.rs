@@ -20,16 +20,10 @@ pub mod run;
 pub mod sampler;
 
 pub use config::{Method, TrainConfig};
+pub use run::{RunSummary, Trainer, train};
 
 /// A backend the trainer runs on (the CPU reference or `sapo_cuda::CudaBackend`):
-/// its errors become `anyhow` errors with their message.
-pub trait TrainBackend:
-    sapo_core::backend::Backend<Error: std::error::Error + Send + Sync + 'static> + std::fmt::Debug
-{
-}
+/// one the model loads onto, whose errors become `anyhow` errors.
+pub trait TrainBackend: crate::model_files::LoadBackend + std::fmt::Debug {}
 
-impl<B> TrainBackend for B where
-    B: sapo_core::backend::Backend<Error: std::error::Error + Send + Sync + 'static> + std::fmt::Debug
-{
-}
-pub use run::{RunSummary, Trainer, train};
+impl<B: crate::model_files::LoadBackend + std::fmt::Debug> TrainBackend for B {}

@@ -48,11 +48,6 @@ impl Judgement {
             }
         }
     }
-
-    /// The per-response values logged as `scores` (the win rates for a matrix).
-    pub fn values(&self, k: usize) -> Vec<f64> {
-        self.rates_and_ranking(k).map(|(_, ranking)| ranking).unwrap_or_default()
-    }
 }
 
 /// Judges the responses to one prompt.

@@ -317,14 +317,12 @@ impl Schedule {
 }
 
 impl Trainer<CpuBackend> {
-    /// Loads the model and builds the state `cfg` asks for, on the CPU.
+    /// [`Trainer::on_backend`] the CPU.
     ///
     /// # Errors
-    /// A model that cannot be loaded, or an allocation failure.
+    /// As [`Trainer::on_backend`].
     pub fn new(cfg: TrainConfig) -> Result<Self> {
-        let backend = CpuBackend::new();
-        let model = Self::load_model(&backend, &cfg)?;
-        Trainer::with_model(cfg, backend, model)
+        Self::on_backend(cfg, CpuBackend::new())
     }
 
     /// [`Trainer::resume_on`] the CPU.
@@ -337,26 +335,16 @@ impl Trainer<CpuBackend> {
 }
 
 impl<B: TrainBackend> Trainer<B> {
-    fn load_model(cpu: &CpuBackend, cfg: &TrainConfig) -> Result<LoadedModel> {
-        let weights = match cfg.init {
-            Init::Pretrained => Weights::Pretrained,
-            Init::Random => Weights::Random { seed: cfg.seed, std: cfg.initializer_range },
-        };
-        model_files::load_with(cpu, &cfg.model, weights)
-    }
-
-    /// Loads the model (on the CPU, as files are read) and moves it to
-    /// `backend`, then builds the state `cfg` asks for there.
+    /// Loads the model onto `backend` and builds the state `cfg` asks for there.
     ///
     /// # Errors
     /// A model that cannot be loaded, or an allocation failure.
     pub fn on_backend(cfg: TrainConfig, backend: B) -> Result<Self> {
-        let cpu = CpuBackend::new();
-        let model = Self::load_model(&cpu, &cfg)?.into_backend(&cpu, &backend)?;
-        Trainer::with_model(cfg, backend, model)
-    }
-
-    fn with_model(cfg: TrainConfig, backend: B, model: LoadedModel<B>) -> Result<Self> {
+        let weights = match cfg.init {
+            Init::Pretrained => Weights::Pretrained,
+            Init::Random => Weights::Random { seed: cfg.seed, std: cfg.initializer_range },
+        };
+        let model = model_files::load_with(&backend, &cfg.model, weights)?;
         let config = model.config;
         let grads = LlamaParams::zeros(&backend, &config)?;
         let optimizer = Self::fresh_optimizer(&backend, &cfg, &config)?;
