@@ -109,6 +109,19 @@ fn step_flops(c: &LlamaConfig, tokens: usize, rows: usize, seq_len: usize, seqs:
     (2.0 + 6.0) * (layers + attention + head)
 }
 
+/// Every tensor Normal(0, 0.02): timing needs the shapes, not trained weights.
+fn random_params<B: Backend>(backend: &B, config: &LlamaConfig, rng: &mut SapoRng) -> Result<LlamaParams<B>>
+where
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut params = LlamaParams::zeros(backend, config)?;
+    for tensor in params.tensors_mut() {
+        let values: Vec<f32> = (0..backend.len(tensor)).map(|_| (0.02 * rng.standard_normal()) as f32).collect();
+        backend.write(tensor, &values)?;
+    }
+    Ok(params)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -137,14 +150,7 @@ where
 {
     let config = model_config(&o.model)?;
     let mut rng = SapoRng::from_seed_u64(7);
-    let init = |rng: &mut SapoRng, n: usize, std: f64| -> Vec<f32> {
-        (0..n).map(|_| (std * rng.standard_normal()) as f32).collect()
-    };
-    let mut params = LlamaParams::zeros(backend, &config)?;
-    for tensor in params.tensors_mut() {
-        let n = backend.len(tensor);
-        backend.write(tensor, &init(&mut rng, n, 0.02))?;
-    }
+    let mut params = random_params(backend, &config, &mut rng)?;
     let mut reference = LlamaParams::zeros(backend, &config)?;
     for (r, p) in reference.tensors_mut().into_iter().zip(params.tensors()) {
         backend.copy(r, p)?;
@@ -227,12 +233,7 @@ where
     use sapo_core::sampling::SamplingParams;
     let config = model_config(&o.model)?;
     let mut rng = SapoRng::from_seed_u64(11);
-    let mut params = LlamaParams::zeros(backend, &config)?;
-    for tensor in params.tensors_mut() {
-        let n = backend.len(tensor);
-        let values: Vec<f32> = (0..n).map(|_| (0.02 * rng.standard_normal()) as f32).collect();
-        backend.write(tensor, &values)?;
-    }
+    let params = random_params(backend, &config, &mut rng)?;
     let prompts: Vec<Vec<u32>> = (0..o.pairs)
         .map(|_| (0..o.prompt).map(|_| (rng.next_u64() % config.vocab_size as u64) as u32).collect())
         .collect();
