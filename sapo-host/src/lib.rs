@@ -5,6 +5,7 @@
 //! and the `sapo` command built on them. The maths lives in `sapo-core`.
 
 pub mod chat_template;
+pub mod compare;
 pub mod data;
 pub mod gguf;
 pub mod hf;

@@ -45,6 +45,37 @@ enum Command {
     /// your own judge.
     #[command(long_about = ORACLE_PROTOCOL)]
     Oracle(OracleArgs),
+    /// Compare methods on the shipped task: a grid of `sapo train` runs
+    /// (cells × seeds, fixtures/compare/grid.toml by default), judged on
+    /// held-out prompts; writes results.md (mean ± 95% interval per cell),
+    /// results.json and plots. Finished runs are kept, so an interrupted
+    /// grid continues where it stopped.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// The grid file (TOML; default: the shipped fixtures/compare/grid.toml).
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Where the configs, runs, results.md, results.json and plots go.
+    #[arg(long, default_value = "runs/compare")]
+    output_dir: PathBuf,
+    /// Use the first N seeds of the grid only.
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Run only these cells (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// `sapo train` processes at a time (each runs with the grid's `threads`).
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Print the runs and write the configs, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Rebuild the report from the runs that finished; run nothing.
+    #[arg(long)]
+    report_only: bool,
 }
 
 const ORACLE_PROTOCOL: &str = "\
@@ -257,7 +288,59 @@ fn run() -> Result<()> {
         Command::Eval(args) => eval(args),
         Command::Verify(args) => verify(args),
         Command::Oracle(args) => oracle(args),
+        Command::Compare(args) => compare(args),
     }
+}
+
+fn compare(args: CompareArgs) -> Result<()> {
+    use sapo_host::compare::{Grid, Layout, runner, write_report};
+    let mut grid = Grid::load(args.grid.as_deref())?;
+    grid.select(&args.only)?;
+    if let Some(n) = args.seeds {
+        if n == 0 {
+            bail!("--seeds 0: at least one seed");
+        }
+        grid.seeds.truncate(n);
+    }
+    let layout = Layout { root: args.output_dir.clone() };
+    let runs = runner::plan(&grid, &layout)?;
+    let exe = std::env::current_exe().context("finding the sapo binary")?;
+    if args.dry_run {
+        for run in &runs {
+            let state = if runner::done(&layout, &run.cell, run.seed).is_some() { "done" } else { "to run" };
+            println!("{state:6}  {} {}", exe.display(), run.args.join(" "));
+        }
+        return Ok(());
+    }
+    let (results, failures) = if args.report_only {
+        let mut results = Vec::new();
+        for run in &runs {
+            if let Some(marker) = runner::done(&layout, &run.cell, run.seed) {
+                results.push(sapo_host::compare::read_run(&run.dir, &run.cell, run.seed, &marker)?);
+            }
+        }
+        (results, Vec::new())
+    } else {
+        runner::run_all(&exe, &layout, &runs, args.jobs).map_err(Failure::Run)?
+    };
+    let command: Vec<String> = std::env::args().collect();
+    let machine = format!(
+        "{} CPU threads available, {} job(s) at a time, {} {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.jobs,
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    let written = write_report(&grid, &layout, &results, &machine, &format!("sapo {}", command[1..].join(" ")))
+        .map_err(Failure::Run)?;
+    println!("{} of {} runs finished; report:", results.len(), runs.len());
+    for path in written {
+        println!("  {}", path.display());
+    }
+    if !failures.is_empty() {
+        return Err(Failure::Run(anyhow::anyhow!("{} run(s) failed: {}", failures.len(), failures.join("; "))).into());
+    }
+    Ok(())
 }
 
 fn train(args: TrainArgs) -> Result<()> {

@@ -353,7 +353,7 @@ struct Series {
 
 /// A panel with the series that have data.
 struct Panel {
-    y_label: &'static str,
+    y_label: String,
     series: Vec<Series>,
     base_y_range: Option<(f64, f64)>,
 }
@@ -419,6 +419,49 @@ const ITERATION_CHARTS: &[ChartSpec] = &[ChartSpec {
     ],
 }];
 
+/// One named line of [`plot_lines`].
+#[derive(Debug, Clone)]
+pub struct NamedLine {
+    /// Legend entry.
+    pub name: String,
+    /// `(x, y)` points in x order; non-finite y values are skipped.
+    pub points: Vec<(u64, f64)>,
+}
+
+/// Draws `series` as lines with markers in one panel and writes the SVG to
+/// `path` (its directory is created), atomically as the training charts are.
+/// `sapo compare` draws accuracy per step and length per iteration with it.
+///
+/// # Errors
+/// No finite point at all, a drawing error or an I/O error.
+pub fn plot_lines(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[NamedLine],
+    path: &Path,
+) -> Result<(), PlotError> {
+    let series: Vec<Series> = series
+        .iter()
+        .map(|line| Series {
+            name: line.name.clone(),
+            points: line.points.iter().copied().filter(|(_, y)| y.is_finite()).collect(),
+            smooth: false,
+        })
+        .filter(|line| !line.points.is_empty())
+        .collect();
+    if series.is_empty() {
+        return Err(PlotError::Draw { path: path.to_owned(), message: "no finite point to draw".into() });
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| PlotError::Write { path: dir.to_owned(), source })?;
+    }
+    let panel = Panel { y_label: y_label.to_string(), series, base_y_range: None };
+    let svg = render_chart(title, std::slice::from_ref(&panel), x_label)
+        .map_err(|message| PlotError::Draw { path: path.to_owned(), message })?;
+    write_atomically(path, svg.as_bytes())
+}
+
 fn plot_charts(
     charts: &[ChartSpec],
     x_label: &str,
@@ -466,20 +509,25 @@ fn collect_panel(spec: &PanelSpec, rows: &[MetricRow], keys: &BTreeSet<&str>) ->
         })
         .filter(|series| !series.points.is_empty())
         .collect();
-    Panel { y_label: spec.y_label, series, base_y_range: spec.base_y_range }
+    Panel { y_label: spec.y_label.to_string(), series, base_y_range: spec.base_y_range }
 }
 
 const CHART_WIDTH: u32 = 900;
 const PANEL_HEIGHT: u32 = 420;
 const TITLE_HEIGHT: u32 = 40;
-/// The first six of Tableau's colours, distinguishable in print and by most colour-blind readers.
-const COLOURS: [RGBColor; 6] = [
+/// Tableau's ten colours, distinguishable in print and (the first six) by
+/// most colour-blind readers; the comparison plots need all ten.
+const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 /// Series with fewer points than this also get a marker per point, so that
 /// sparse evaluation results and single points are visible.
@@ -521,7 +569,7 @@ fn draw_panel<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc(x_label)
-        .y_desc(panel.y_label)
+        .y_desc(&panel.y_label)
         .y_label_formatter(&format_y)
         .label_style(("sans-serif", 14))
         .light_line_style(RGBColor(235, 235, 235))

@@ -169,6 +169,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("aipo_lambda", "0.2", "AIPO: λ, weight of the length-normalised NLL of the chosen response"),
     ("aipo_gamma", "0.0", "AIPO: γ, target margin"),
     ("eval_max_new_tokens", "32", "most tokens generated per held-out prompt by the task evaluation"),
+    ("eval_steps", "0", "also score the held-out prompts every this many optimizer steps (0 = before and after only)"),
 ];
 
 /// A resolved configuration: every field has its value.
@@ -238,6 +239,8 @@ pub struct TrainConfig {
     pub aipo_lambda: f64,
     pub aipo_gamma: f64,
     pub eval_max_new_tokens: usize,
+    /// Evaluate the held-out prompts every this many optimizer steps too (0 = only before and after).
+    pub eval_steps: u64,
 }
 
 /// The preference oracle of SPPO and AIPO.
@@ -400,6 +403,7 @@ fn method_defaults(method: Method) -> toml::Table {
     set("aipo_lambda", F(0.2));
     set("aipo_gamma", F(0.0));
     set("eval_max_new_tokens", I(32));
+    set("eval_steps", I(0));
     // Per-method values from the authors / TRL.
     match method {
         // TRL SFTConfig.

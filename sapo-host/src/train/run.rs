@@ -192,6 +192,8 @@ pub struct Trainer<B: TrainBackend = CpuBackend> {
     /// Held-out pairs (when the evaluation file has chosen and rejected
     /// responses) and their log-probs under the starting model.
     eval_pairs: Option<(Vec<PairSeqs>, Vec<f32>)>,
+    /// Held-out prompts scored every `eval_steps` optimizer steps (when > 0).
+    periodic_eval: Option<Vec<EvalPrompt>>,
     /// Task accuracy and held-out pair accuracy before training.
     eval_before: Option<(f64, Option<f64>)>,
     /// State read from a checkpoint, applied once the data is loaded.
@@ -368,6 +370,7 @@ impl<B: TrainBackend> Trainer<B> {
             sampler: Sampler::default(),
             history: Vec::new(),
             eval_pairs: None,
+            periodic_eval: None,
             eval_before: None,
             resume_state: None,
             last_checkpoint: None,
@@ -473,6 +476,9 @@ impl<B: TrainBackend> Trainer<B> {
             let (outcome, pairs) = self.evaluate(prompts, &mut reporter, "before")?;
             self.eval_before = Some((outcome.summary.accuracy, pairs.map(|p| p.0)));
         }
+        if cfg.eval_steps > 0 {
+            self.periodic_eval.clone_from(&eval_prompts);
+        }
         let started = Instant::now();
         let seconds_before = self.train_seconds;
         match train_data {
@@ -523,6 +529,8 @@ impl<B: TrainBackend> Trainer<B> {
             "steps": summary.steps,
             "seconds": summary.seconds,
             "tokens_per_second": summary.tokens_per_second,
+            "tokens_trained": self.tokens_seen,
+            "train_seconds": self.train_seconds,
             "eval_accuracy_before": summary.eval_before_after.map(|p| p.0),
             "eval_accuracy_after": summary.eval_before_after.map(|p| p.1),
         }))?;
@@ -538,6 +546,7 @@ impl<B: TrainBackend> Trainer<B> {
         "save_total_limit",
         "zero_margin_warn_steps",
         "eval_max_new_tokens",
+        "eval_steps",
         // A run may continue on another device (its numbers then differ
         // from an uninterrupted run's by the backends' rounding).
         "device",
@@ -726,8 +735,9 @@ impl<B: TrainBackend> Trainer<B> {
         let pair_text = pairs.map_or(String::new(), |(ranked, _, _)| {
             format!("; ranks the correct answer above the wrong one in {:.1}% of held-out pairs", 100.0 * ranked)
         });
+        let moment = if when == "during" { format!("at step {}", self.step) } else { format!("{when} training") };
         reporter.say(&format!(
-            "task accuracy {when} training: {:.1}% of {} held-out prompts (mean score {:.3}){pair_text}",
+            "task accuracy {moment}: {:.1}% of {} held-out prompts (mean score {:.3}){pair_text}",
             100.0 * outcome.summary.accuracy,
             outcome.summary.n,
             outcome.summary.mean_score
@@ -845,6 +855,16 @@ impl<B: TrainBackend> Trainer<B> {
         // Test hook: behave as if SIGINT arrived during this step.
         if self.debug.interrupt_at_step == Some(self.step) {
             INTERRUPT.store(2, Ordering::SeqCst);
+        }
+        // Before a checkpoint, so a resumed run's metrics.jsonl holds every
+        // periodic evaluation up to its step. Evaluation draws on no run RNG.
+        if self.cfg.eval_steps > 0
+            && self.step % self.cfg.eval_steps == 0
+            && let Some(prompts) = self.periodic_eval.take()
+        {
+            let outcome = self.evaluate(&prompts, reporter, "during");
+            self.periodic_eval = Some(prompts);
+            outcome?;
         }
         let signal = INTERRUPT.load(Ordering::SeqCst);
         let due = self.cfg.save_steps > 0 && self.step % self.cfg.save_steps == 0;
