@@ -80,28 +80,9 @@ fn rows_times_transposed<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F], spec: Mat
         .map(|weights| {
             let columns = weights.len() / k;
             let mut block = alloc::vec![F::zero(); m * columns];
-            let row = |i: usize| &a[i * k..][..k];
-            let weight = |j: usize| &weights[j * k..][..k];
-            // 2×2 outputs per pass: each loaded chunk of a row of `a` or of
-            // the weight feeds two products instead of one.
-            let (row_pairs, column_pairs) = (m / 2 * 2, columns / 2 * 2);
-            for j in (0..column_pairs).step_by(2) {
-                for i in (0..row_pairs).step_by(2) {
-                    let [[d00, d01], [d10, d11]] = dots::<F, 2, 2>([row(i), row(i + 1)], [weight(j), weight(j + 1)]);
-                    block[i * columns + j] = d00;
-                    block[i * columns + j + 1] = d01;
-                    block[(i + 1) * columns + j] = d10;
-                    block[(i + 1) * columns + j + 1] = d11;
-                }
-                for i in row_pairs..m {
-                    let [[d0, d1]] = dots::<F, 1, 2>([row(i)], [weight(j), weight(j + 1)]);
-                    block[i * columns + j] = d0;
-                    block[i * columns + j + 1] = d1;
-                }
-            }
-            for j in column_pairs..columns {
+            for (j, w) in weights.chunks_exact(k).enumerate() {
                 for i in 0..m {
-                    block[i * columns + j] = dot(row(i), weight(j));
+                    block[i * columns + j] = dot(&a[i * k..][..k], w);
                 }
             }
             block
@@ -119,32 +100,6 @@ fn rows_times_transposed<F: CpuFloat>(out: &mut [F], a: &[F], b: &[F], spec: Mat
             }
         }
     }
-}
-
-/// The R×C dot products of rows `x` with rows `y` (all of one length),
-/// each computed exactly as [`dot`] computes it (same lanes, same order, so
-/// the same bits), in one pass over the inputs.
-fn dots<F: CpuFloat, const R: usize, const C: usize>(x: [&[F]; R], y: [&[F]; C]) -> [[F; C]; R] {
-    let len = x[0].len();
-    let mut lanes = [[[F::zero(); 16]; C]; R];
-    let full = len / 16 * 16;
-    for start in (0..full).step_by(16) {
-        let xs: [&[F]; R] = core::array::from_fn(|r| &x[r][start..start + 16]);
-        let ys: [&[F]; C] = core::array::from_fn(|c| &y[c][start..start + 16]);
-        for r in 0..R {
-            for c in 0..C {
-                for lane in 0..16 {
-                    lanes[r][c][lane] = lanes[r][c][lane] + xs[r][lane] * ys[c][lane];
-                }
-            }
-        }
-    }
-    core::array::from_fn(|r| {
-        core::array::from_fn(|c| {
-            let tail = x[r][full..].iter().zip(&y[c][full..]).fold(F::zero(), |acc, (&p, &q)| acc + p * q);
-            lanes[r][c].iter().fold(F::zero(), |acc, &l| acc + l) + tail
-        })
-    })
 }
 
 /// `Σ x·y` in 16 lanes (vectorises), lanes summed in order.
@@ -270,7 +225,6 @@ pub fn add_bias_backward<F: CpuFloat>(dbias: &mut [F], dout: &[F], rows: usize, 
 mod tests {
     use super::*;
     use crate::cpu::test_support::{assert_close, random_vec};
-    use alloc::{vec, vec::Vec};
 
     #[test]
     fn fast_and_ndarray_paths_match_the_triple_loop_for_every_transpose_and_odd_shapes() {
@@ -291,33 +245,6 @@ mod tests {
                         assert_close(&plain, &reference, 1e-6, "ndarray matmul");
                     }
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn blocked_dots_give_the_same_bits_as_one_dot_at_a_time() {
-        for (seed, k) in [(1, 576), (2, 37), (3, 16), (4, 5)] {
-            let x: Vec<Vec<f32>> = (0..2).map(|r| random_vec::<f32>(seed * 10 + r, k)).collect();
-            let y: Vec<Vec<f32>> = (0..2).map(|c| random_vec::<f32>(seed * 10 + 5 + c, k)).collect();
-            let block = dots::<f32, 2, 2>([&x[0], &x[1]], [&y[0], &y[1]]);
-            for r in 0..2 {
-                for c in 0..2 {
-                    assert_eq!(block[r][c].to_bits(), dot(&x[r], &y[c]).to_bits(), "k {k}, ({r}, {c})");
-                }
-            }
-            assert_eq!(dots::<f32, 1, 2>([&x[1]], [&y[0], &y[1]])[0][1].to_bits(), dot(&x[1], &y[1]).to_bits());
-        }
-        // Odd row and column counts through the few-row product: every
-        // output equals its own dot product, bit for bit.
-        let (m, k, n) = (5, 70, 131);
-        let (a, b) = (random_vec::<f32>(7, m * k), random_vec::<f32>(8, n * k));
-        let spec = MatmulSpec { m, k, n, transpose_a: false, transpose_b: true, accumulate: false };
-        let mut out = vec![0.0_f32; m * n];
-        matmul(&mut out, &a, &b, spec).expect("shapes match");
-        for i in 0..m {
-            for j in 0..n {
-                assert_eq!(out[i * n + j].to_bits(), dot(&a[i * k..][..k], &b[j * k..][..k]).to_bits(), "({i}, {j})");
             }
         }
     }
