@@ -300,7 +300,11 @@ fn incomplete_half_deleted_and_wrong_version_checkpoints_are_refused_naming_the_
 
     let wrong_version = copy("step-11");
     let manifest = std::fs::read_to_string(wrong_version.join("manifest.json")).unwrap();
-    std::fs::write(wrong_version.join("manifest.json"), manifest.replace("\"format\": 1", "\"format\": 9")).unwrap();
+    std::fs::write(
+        wrong_version.join("manifest.json"),
+        manifest.replace(&format!("\"format\": {}", checkpoint::FORMAT_VERSION), "\"format\": 9"),
+    )
+    .unwrap();
     let error = format!("{:#}", checkpoint::load(&backend, &config, &wrong_version).unwrap_err());
     assert!(error.contains("step-11/manifest.json") && error.contains("format 9"), "{error}");
 
