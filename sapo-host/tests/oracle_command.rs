@@ -90,7 +90,7 @@ fn sppo_trains_through_the_command_oracle_as_through_the_built_in_rule() {
             format!("output_dir={:?}", dir.join(name).display().to_string()),
             format!("data={:?}", data.display().to_string()),
             "method=\"sppo\"".into(),
-            "iterations=1".into(),
+            "iterations=2".into(),
             "num_samples=3".into(),
             "max_new_tokens=12".into(),
             "per_device_train_batch_size=4".into(),
@@ -99,12 +99,18 @@ fn sppo_trains_through_the_command_oracle_as_through_the_built_in_rule() {
         overrides.extend(oracle.iter().cloned());
         let cfg = resolve(None, &overrides).unwrap();
         Trainer::new(cfg).unwrap().run(true).unwrap();
-        std::fs::read_to_string(dir.join(name).join("samples/iteration-1.jsonl")).unwrap()
+        let samples = |i: u32| std::fs::read_to_string(dir.join(name).join(format!("samples/iteration-{i}.jsonl")));
+        [samples(1).unwrap(), samples(2).unwrap()]
     };
-    let command = format!("oracle_command={:?}", judge_program("--judge rule"));
+    // The program notes each start, so the test sees how often it was started.
+    let starts = dir.join("starts.log");
+    let program = format!("echo started >> '{}'; exec {}", starts.display(), judge_program("--judge rule"));
+    let command = format!("oracle_command={program:?}");
     let through_command = run("command", &["oracle=\"command\"".into(), command]);
     let built_in = run("rule", &["oracle=\"rule\"".into()]);
     // Same seeds, same samples, same judge: the same scores and pairs.
     assert_eq!(through_command, built_in);
-    assert_eq!(through_command.lines().count(), 6);
+    assert_eq!(through_command[0].lines().count(), 6);
+    // One program for the whole run, not one per iteration.
+    assert_eq!(std::fs::read_to_string(&starts).unwrap().lines().count(), 1);
 }

@@ -29,6 +29,7 @@ use super::config::{
 };
 use super::data::{self, PromptChosen, TrainData, cut_pair};
 use super::eval::{self, EvalOutcome, EvalPrompt};
+use super::oracle::{self, Judgement, Oracle};
 use super::passes::{self, ModelRef, PairSeqs, ReferenceLogps, ScoredSeq, SftSeq, Workspace};
 use super::report::{Reporter, ReporterState, StepMetrics};
 use super::sampler::Sampler;
@@ -194,6 +195,8 @@ pub struct Trainer<B: TrainBackend = CpuBackend> {
     eval_pairs: Option<(Vec<PairSeqs>, Vec<f32>)>,
     /// Held-out prompts scored every `eval_steps` optimizer steps (when > 0).
     periodic_eval: Option<Vec<EvalPrompt>>,
+    /// The last periodic evaluation and its step, reused when the run ends at that step.
+    last_eval: Option<(u64, EvalOutcome, Option<PairFigures>)>,
     /// Task accuracy and held-out pair accuracy before training.
     eval_before: Option<(f64, Option<f64>)>,
     /// State read from a checkpoint, applied once the data is loaded.
@@ -371,6 +374,7 @@ impl<B: TrainBackend> Trainer<B> {
             history: Vec::new(),
             eval_pairs: None,
             periodic_eval: None,
+            last_eval: None,
             eval_before: None,
             resume_state: None,
             last_checkpoint: None,
@@ -695,6 +699,21 @@ impl<B: TrainBackend> Trainer<B> {
         reporter: &mut Reporter,
         when: &str,
     ) -> Result<(EvalOutcome, Option<PairFigures>)> {
+        let (outcome, pairs) = match self.last_eval.take() {
+            // The weights have not moved since the periodic evaluation of
+            // this step (the run's last step is often one): log it again.
+            Some((step, outcome, pairs)) if step == self.step => (outcome, pairs),
+            _ => self.evaluate_now(prompts)?,
+        };
+        if when == "during" {
+            self.last_eval = Some((self.step, outcome.clone(), pairs));
+        }
+        self.log_evaluation(&outcome, pairs, reporter, when)?;
+        Ok((outcome, pairs))
+    }
+
+    /// Greedy answers to the held-out prompts, judged, and the held-out pair figures.
+    fn evaluate_now(&mut self, prompts: &[EvalPrompt]) -> Result<(EvalOutcome, Option<PairFigures>)> {
         let outcome = eval::evaluate(
             &self.backend,
             &self.model.config,
@@ -726,6 +745,17 @@ impl<B: TrainBackend> Trainer<B> {
             }
             None => None,
         };
+        Ok((outcome, pairs))
+    }
+
+    /// Prints an evaluation and logs its `eval` event.
+    fn log_evaluation(
+        &self,
+        outcome: &EvalOutcome,
+        pairs: Option<PairFigures>,
+        reporter: &mut Reporter,
+        when: &str,
+    ) -> Result<()> {
         let per_kind: serde_json::Map<String, serde_json::Value> = outcome
             .summary
             .per_kind
@@ -756,8 +786,7 @@ impl<B: TrainBackend> Trainer<B> {
             event["eval/rewards/accuracies"] = rewarded.into();
             event["eval/rewards/margins"] = margin.into();
         }
-        reporter.log_event(event)?;
-        Ok((outcome, pairs))
+        reporter.log_event(event)
     }
 
     fn lr_schedule(&self, total_steps: u64) -> Result<LrSchedule> {
@@ -1278,12 +1307,17 @@ impl<B: TrainBackend> Trainer<B> {
         let objective = objective_for(&self.cfg, self.cfg.method).expect("ranked objective");
         let mut resumed = self.spin.take();
         let first = resumed.as_ref().map_or(1, |progress| progress.iteration);
+        // One oracle for the whole run (a command oracle's program keeps
+        // running, a reward model loads once), if an iteration still samples.
+        let mut oracle =
+            if resumed.is_none() || first < self.cfg.iterations { Some(oracle::from_config(&self.cfg)?) } else { None };
         for iteration in first..=self.cfg.iterations {
             reporter.phase(&format!("{} {iteration}/{}", self.cfg.method.name(), self.cfg.iterations));
             let (pairs, win_rates) = match resumed.take() {
                 Some(progress) => (progress.pairs, progress.win_rates),
                 None => {
-                    let (pairs, win_rates) = self.ranked_pairs(prompts, iteration, reporter)?;
+                    let judge = oracle.as_deref_mut().ok_or_else(|| anyhow!("iteration {iteration}: no oracle"))?;
+                    let (pairs, win_rates) = self.ranked_pairs(prompts, iteration, judge, reporter)?;
                     if pairs.is_empty() {
                         bail!(
                             "iteration {iteration}: every prompt's {} samples tie; nothing to train on",
@@ -1311,11 +1345,16 @@ impl<B: TrainBackend> Trainer<B> {
 
     /// One iteration's data: samples, oracle scores, pairs (and SPPO's win
     /// rates), written to `samples/iteration-t.jsonl`.
-    fn ranked_pairs(&mut self, prompts: &[EvalPrompt], iteration: u64, reporter: &mut Reporter) -> Result<RankedPairs> {
+    fn ranked_pairs(
+        &mut self,
+        prompts: &[EvalPrompt],
+        iteration: u64,
+        oracle: &mut dyn Oracle,
+        reporter: &mut Reporter,
+    ) -> Result<RankedPairs> {
         let k = self.cfg.num_samples;
         let eos = self.eos_id()?;
         let sampling = self.sampling();
-        let mut oracle = super::oracle::from_config(&self.cfg)?;
         let ties =
             if self.cfg.skip_ties || self.cfg.method == Method::Aipo { TiePolicy::Skip } else { TiePolicy::Keep };
         let (mut pairs, mut win_rates, mut lines) = (Vec::new(), Vec::new(), String::new());
@@ -1532,7 +1571,6 @@ impl<B: TrainBackend> Trainer<B> {
     }
 }
 
-/// The fields where two configs differ, as `key: old → new`, ignoring `harmless`.
 /// Each prompt's responses and token counts in a `samples/iteration-t.jsonl`
 /// (empty if the file predates the `lengths` field).
 fn previous_samples(path: &Path) -> Result<Vec<(Vec<String>, Vec<usize>)>> {
@@ -1557,11 +1595,11 @@ fn previous_samples(path: &Path) -> Result<Vec<(Vec<String>, Vec<usize>)>> {
 /// first `previous`, from a joint judgement: the matrix's entries, or for
 /// scores 1 for a higher score, ½ for a tie, 0 for a lower one; averaged
 /// over all (new, previous) pairs.
-fn win_rate_of_last(judgement: &super::oracle::Judgement, previous: usize, k: usize) -> Result<f64> {
+fn win_rate_of_last(judgement: &Judgement, previous: usize, k: usize) -> Result<f64> {
     let n = previous + k;
     let mut total = 0.0;
     match judgement {
-        super::oracle::Judgement::Scores(scores) => {
+        Judgement::Scores(scores) => {
             if scores.len() != n {
                 bail!("{} scores for {n} responses", scores.len());
             }
@@ -1577,7 +1615,7 @@ fn win_rate_of_last(judgement: &super::oracle::Judgement, previous: usize, k: us
                 }
             }
         }
-        super::oracle::Judgement::Preferences(matrix) => {
+        Judgement::Preferences(matrix) => {
             if matrix.len() != n * n {
                 bail!("a preference matrix of {} entries for {n} responses", matrix.len());
             }
@@ -1589,6 +1627,7 @@ fn win_rate_of_last(judgement: &super::oracle::Judgement, previous: usize, k: us
     Ok(total / (previous * k).max(1) as f64)
 }
 
+/// The fields where two configs differ, as `key: old → new`, ignoring `harmless`.
 fn config_differences(old: &TrainConfig, new: &TrainConfig, harmless: &[&str]) -> Vec<String> {
     let (Ok(old), Ok(new)) = (toml::Table::try_from(old), toml::Table::try_from(new)) else {
         return vec!["(the configs do not serialise)".into()];
