@@ -313,13 +313,7 @@ fn compare(args: CompareArgs) -> Result<()> {
         return Ok(());
     }
     let (results, failures) = if args.report_only {
-        let mut results = Vec::new();
-        for run in &runs {
-            if let Some(marker) = runner::done(&layout, &run.cell, run.seed) {
-                results.push(sapo_host::compare::read_run(&run.dir, &run.cell, run.seed, &marker)?);
-            }
-        }
-        (results, Vec::new())
+        (runner::finished(&layout, &runs)?, Vec::new())
     } else {
         runner::run_all(&exe, &layout, &runs, args.jobs).map_err(Failure::Run)?
     };

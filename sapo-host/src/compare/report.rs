@@ -55,61 +55,66 @@ pub struct IterationSummary {
 
 /// Aggregates the runs of each cell that has at least one finished run.
 pub fn summarise(grid: &Grid, results: &[RunResult]) -> Vec<CellSummary> {
-    let mut summaries = Vec::new();
-    for cell in &grid.cells {
-        let runs: Vec<&RunResult> = results.iter().filter(|r| r.cell == cell.name).collect();
-        let estimate = |f: &dyn Fn(&RunResult) -> f64| mean_interval(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
-        let Some(accuracy) = estimate(&|r| r.accuracy_after) else { continue };
-        let mean = |f: &dyn Fn(&RunResult) -> f64| runs.iter().map(|r| f(r)).sum::<f64>() / runs.len() as f64;
-        let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-        for run in &runs {
-            for &(step, value) in &run.accuracy_curve {
-                by_step.entry(step).or_default().push(value);
-            }
+    grid.cells
+        .iter()
+        .filter_map(|cell| {
+            let runs: Vec<&RunResult> = results.iter().filter(|r| r.cell == cell.name).collect();
+            summarise_cell(cell, &runs)
+        })
+        .collect()
+}
+
+/// One cell's figures over its runs; `None` when it has none.
+fn summarise_cell(cell: &Cell, runs: &[&RunResult]) -> Option<CellSummary> {
+    let estimate = |f: fn(&RunResult) -> f64| mean_interval(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let mean = |f: fn(&RunResult) -> f64| estimate(f).map(|e| e.mean);
+    let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for run in runs {
+        for &(step, value) in &run.accuracy_curve {
+            by_step.entry(step).or_default().push(value);
         }
-        let curve = by_step
-            .into_iter()
-            .filter(|(_, values)| values.len() == runs.len())
-            .map(|(step, values)| (step, values.iter().sum::<f64>() / values.len() as f64))
-            .collect();
-        // Per iteration: sample lengths, oracle scores, accuracies at its start.
-        type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
-        let mut by_iteration: BTreeMap<u64, Samples> = BTreeMap::new();
-        for run in &runs {
-            for figures in &run.iterations {
-                let entry = by_iteration.entry(figures.iteration).or_default();
-                entry.0.push(figures.mean_length);
-                entry.1.extend(figures.oracle_score);
-                let start = run.accuracy_curve.iter().find(|(step, _)| *step == figures.start_step);
-                entry.2.extend(start.map(|(_, accuracy)| *accuracy));
-            }
-        }
-        let iterations = by_iteration
-            .into_iter()
-            .filter_map(|(iteration, (lengths, scores, starts))| {
-                Some(IterationSummary {
-                    iteration,
-                    sample_length: mean_interval(&lengths)?,
-                    oracle_score: mean_interval(&scores),
-                    start_accuracy: mean_interval(&starts),
-                })
-            })
-            .collect();
-        summaries.push(CellSummary {
-            cell: cell.clone(),
-            accuracy,
-            gain: estimate(&|r| r.accuracy_after - r.accuracy_before).unwrap_or(accuracy),
-            score: estimate(&|r| r.score_after).unwrap_or(accuracy),
-            pair_accuracy: mean_interval(&runs.iter().filter_map(|r| r.pair_accuracy).collect::<Vec<_>>()),
-            answer_length: estimate(&|r| r.answer_length).unwrap_or(accuracy),
-            steps: mean(&|r| r.steps as f64),
-            tokens_trained: mean(&|r| r.tokens_trained as f64),
-            wall_seconds: estimate(&|r| r.wall_seconds).unwrap_or(accuracy),
-            curve,
-            iterations,
-        });
     }
-    summaries
+    let curve = by_step
+        .into_iter()
+        .filter(|(_, values)| values.len() == runs.len())
+        .map(|(step, values)| (step, values.iter().sum::<f64>() / values.len() as f64))
+        .collect();
+    // Per iteration: sample lengths, oracle scores, accuracies at its start.
+    type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut by_iteration: BTreeMap<u64, Samples> = BTreeMap::new();
+    for run in runs {
+        for figures in &run.iterations {
+            let entry = by_iteration.entry(figures.iteration).or_default();
+            entry.0.push(figures.mean_length);
+            entry.1.extend(figures.oracle_score);
+            let start = run.accuracy_curve.iter().find(|(step, _)| *step == figures.start_step);
+            entry.2.extend(start.map(|(_, accuracy)| *accuracy));
+        }
+    }
+    let iterations = by_iteration
+        .into_iter()
+        .filter_map(|(iteration, (lengths, scores, starts))| {
+            Some(IterationSummary {
+                iteration,
+                sample_length: mean_interval(&lengths)?,
+                oracle_score: mean_interval(&scores),
+                start_accuracy: mean_interval(&starts),
+            })
+        })
+        .collect();
+    Some(CellSummary {
+        cell: cell.clone(),
+        accuracy: estimate(|r| r.accuracy_after)?,
+        gain: estimate(|r| r.accuracy_after - r.accuracy_before)?,
+        score: estimate(|r| r.score_after)?,
+        pair_accuracy: mean_interval(&runs.iter().filter_map(|r| r.pair_accuracy).collect::<Vec<_>>()),
+        answer_length: estimate(|r| r.answer_length)?,
+        steps: mean(|r| r.steps as f64)?,
+        tokens_trained: mean(|r| r.tokens_trained as f64)?,
+        wall_seconds: estimate(|r| r.wall_seconds)?,
+        curve,
+        iterations,
+    })
 }
 
 /// Writes `results.md`, `results.json` and the plots under the output

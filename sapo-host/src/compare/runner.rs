@@ -115,14 +115,19 @@ pub fn run_all(exe: &Path, layout: &Layout, runs: &[PlannedRun], jobs: usize) ->
             });
         }
     });
-    let mut results = Vec::new();
-    for run in runs {
-        if let Some(marker) = done(layout, &run.cell, run.seed) {
-            results.push(read_run(&run.dir, &run.cell, run.seed, &marker)?);
-        }
-    }
     let failures = failures.into_inner().unwrap_or_default();
-    Ok((results, failures))
+    Ok((finished(layout, runs)?, failures))
+}
+
+/// The results of the planned runs that have finished, in plan order.
+///
+/// # Errors
+/// A finished run whose `metrics.jsonl` does not read back.
+pub fn finished(layout: &Layout, runs: &[PlannedRun]) -> Result<Vec<RunResult>> {
+    runs.iter()
+        .filter_map(|run| Some((run, done(layout, &run.cell, run.seed)?)))
+        .map(|(run, marker)| read_run(&run.dir, &run.cell, run.seed, &marker))
+        .collect()
 }
 
 /// Runs one `sapo train` from scratch and marks it done.
