@@ -14,8 +14,7 @@ use crate::chat_template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{gguf, hf};
 
-/// A model ready to run: its weights on a backend (the CPU, where loading
-/// puts them; [`LoadedModel::into_backend`] moves them to another).
+/// A model ready to run: its weights on the backend it was loaded onto.
 #[derive(Debug)]
 pub struct LoadedModel<B: Backend = CpuBackend> {
     /// The architecture.

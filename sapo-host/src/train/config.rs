@@ -239,7 +239,6 @@ pub struct TrainConfig {
     pub aipo_lambda: f64,
     pub aipo_gamma: f64,
     pub eval_max_new_tokens: usize,
-    /// Evaluate the held-out prompts every this many optimizer steps too (0 = only before and after).
     pub eval_steps: u64,
 }
 
