@@ -240,6 +240,21 @@ pub trait Backend {
         spec: MatmulSpec,
         batch: usize,
     ) -> Result<(), Self::Error>;
+    /// `out (=|+=) op(a) · op(b)` with bf16 operands: each product of two
+    /// bf16 values is exact in f32, and the sums run in f32, as tensor cores
+    /// do (cuBLAS's bf16 GEMM with `CUBLAS_COMPUTE_32F`). `out` stays f32.
+    /// The matrix products of bf16 mixed precision
+    /// ([`crate::model::Precision::Bf16`]).
+    fn matmul_bf16(
+        &self,
+        out: &mut Self::Buf<f32>,
+        a: &Self::Buf<bf16>,
+        b: &Self::Buf<bf16>,
+        spec: MatmulSpec,
+    ) -> Result<(), Self::Error>;
+    /// `out[i] = bf16(x[i])` for the first `n` elements, rounded to nearest
+    /// even (NaN stays NaN), exactly as `half::bf16::from_f32`.
+    fn round_to_bf16(&self, out: &mut Self::Buf<bf16>, x: &Self::Buf<f32>, n: usize) -> Result<(), Self::Error>;
     /// `out[r, c] += bias[c]`, out `[rows, cols]` (Qwen2's q/k/v biases).
     fn add_bias(
         &self,

@@ -127,6 +127,20 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("matmul_batched", || self.inner.matmul_batched(out, a, b, spec, batch))
     }
 
+    fn matmul_bf16(
+        &self,
+        out: &mut B::Buf<f32>,
+        a: &B::Buf<half::bf16>,
+        b: &B::Buf<half::bf16>,
+        spec: MatmulSpec,
+    ) -> Result<(), B::Error> {
+        self.time("matmul_bf16", || self.inner.matmul_bf16(out, a, b, spec))
+    }
+
+    fn round_to_bf16(&self, out: &mut B::Buf<half::bf16>, x: &B::Buf<f32>, n: usize) -> Result<(), B::Error> {
+        self.time("round_to_bf16", || self.inner.round_to_bf16(out, x, n))
+    }
+
     fn kv_cache_write(
         &self,
         cache: &mut B::Buf<f32>,

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use half::bf16;
 use sapo_core::backend::{Backend, Element, HeadDims, MatmulSpec};
 use sapo_core::optim::{AdamWParams, AdamWStep, RmspropParams, RmspropStep};
 
@@ -384,6 +385,27 @@ impl Backend for CudaBackend {
         check_at_least(OP, "b", b.len, spec.b_len() * batch)?;
         check_at_least(OP, "out", out.len, spec.out_len() * batch)?;
         matmul::gemm(self, &mut out.view_mut(), &a.view(), &b.view(), spec, batch)
+    }
+
+    fn matmul_bf16(&self, out: &mut CudaBuf<f32>, a: &CudaBuf<bf16>, b: &CudaBuf<bf16>, spec: MatmulSpec) -> Result {
+        const OP: &str = "matmul_bf16";
+        check_at_least(OP, "a", a.len, spec.a_len())?;
+        check_at_least(OP, "b", b.len, spec.b_len())?;
+        check_at_least(OP, "out", out.len, spec.out_len())?;
+        matmul::gemm_bf16(self, out, a, b, spec)
+    }
+
+    fn round_to_bf16(&self, out: &mut CudaBuf<bf16>, x: &CudaBuf<f32>, n: usize) -> Result {
+        const OP: &str = "round_to_bf16";
+        check_at_least(OP, "out", out.len, n)?;
+        check_at_least(OP, "x", x.len, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let n64 = n as u64;
+        self.launch(&self.kernels.round_to_bf16, Self::elementwise(n), |args| {
+            args.buf_mut(out).buf(x).value(&n64);
+        })
     }
 
     fn add_bias(&self, out: &mut CudaBuf<f32>, bias: &CudaBuf<f32>, rows: usize, cols: usize) -> Result {

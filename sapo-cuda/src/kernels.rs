@@ -97,6 +97,7 @@ kernel_table!(
     add,
     add_assign,
     scale,
+    round_to_bf16,
     swiglu_forward,
     swiglu_backward,
     column_sum,

@@ -3,14 +3,17 @@
 //! A row-major `[r, c]` array read column-major is its transpose, so
 //! `out = op(a)·op(b)` (row-major) is computed as the column-major product
 //! `outᵀ = op(b)ᵀ · op(a)ᵀ`: cuBLAS's first operand is `b`, its second `a`,
-//! with the dimensions swapped and no copies.
+//! with the dimensions swapped and no copies. bf16 products go through
+//! `cublasGemmEx` the same way, with bf16 operands and f32 output and sums.
 
-use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
 use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaView, CudaViewMut};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use half::bf16;
 use sapo_core::backend::MatmulSpec;
 
 use crate::backend::CudaBackend;
+use crate::buffer::CudaBuf;
 use crate::error::CudaError;
 
 /// The cuBLAS configuration of one row-major product.
@@ -44,20 +47,7 @@ pub(crate) fn gemm(
     spec: MatmulSpec,
     batch: usize,
 ) -> Result<(), CudaError> {
-    const OP: &str = "matmul";
-    let largest = spec.m.max(spec.n).max(spec.k).max(batch);
-    if largest > i32::MAX as usize {
-        return Err(CudaError::InvalidDims { op: OP, reason: format!("dimension {largest} exceeds cuBLAS's i32") });
-    }
-    if spec.m == 0 || spec.n == 0 || batch == 0 {
-        return Ok(());
-    }
-    if spec.k == 0 {
-        // An empty sum: zeros, or nothing to add.
-        if !spec.accumulate {
-            let len = spec.out_len() * batch;
-            backend.stream().memset_zeros(&mut out.slice_mut(..len))?;
-        }
+    if !needs_product("matmul", spec, batch, |len| Ok(backend.stream().memset_zeros(&mut out.slice_mut(..len))?))? {
         return Ok(());
     }
     let config = gemm_config(spec);
@@ -78,5 +68,83 @@ pub(crate) fn gemm(
             blas.gemm_strided_batched(strided, b, a, out)?;
         }
     }
+    backend.sync_if_profiling()
+}
+
+/// Checks the dimensions against cuBLAS's `i32` and handles the products
+/// with nothing to compute; `zero(len)` clears the first `len` outputs (an
+/// empty sum overwriting them). Returns whether cuBLAS must run.
+fn needs_product(
+    op: &'static str,
+    spec: MatmulSpec,
+    batch: usize,
+    zero: impl FnOnce(usize) -> Result<(), CudaError>,
+) -> Result<bool, CudaError> {
+    let largest = spec.m.max(spec.n).max(spec.k).max(batch);
+    if largest > i32::MAX as usize {
+        return Err(CudaError::InvalidDims { op, reason: format!("dimension {largest} exceeds cuBLAS's i32") });
+    }
+    if spec.m == 0 || spec.n == 0 || batch == 0 {
+        return Ok(false);
+    }
+    if spec.k == 0 {
+        // An empty sum: zeros, or nothing to add.
+        if !spec.accumulate {
+            zero(spec.out_len() * batch)?;
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `out (=|+=) op(a)·op(b)` with bf16 `a` and `b`, f32 `out`, and f32 sums
+/// on the tensor cores (`CUBLAS_COMPUTE_32F`). Lengths are the caller's to
+/// check.
+pub(crate) fn gemm_bf16(
+    backend: &CudaBackend,
+    out: &mut CudaBuf<f32>,
+    a: &CudaBuf<bf16>,
+    b: &CudaBuf<bf16>,
+    spec: MatmulSpec,
+) -> Result<(), CudaError> {
+    let zero = |len: usize| -> Result<(), CudaError> {
+        Ok(backend.stream().memset_zeros(&mut out.bytes.slice_mut(..len * core::mem::size_of::<f32>()))?)
+    };
+    if !needs_product("matmul_bf16", spec, 1, zero)? {
+        return Ok(());
+    }
+    let config = gemm_config(spec);
+    let stream = backend.stream();
+    let (a_ptr, _a_read) = a.bytes.device_ptr(stream);
+    let (b_ptr, _b_read) = b.bytes.device_ptr(stream);
+    let (out_ptr, _out_write) = out.bytes.device_ptr_mut(stream);
+    // SAFETY: the caller checked that `a`, `b` and `out` hold matrices of the
+    // spec's shapes (bf16, bf16, f32), which is all cuBLAS reads or writes;
+    // alpha and beta are f32 as CUBLAS_COMPUTE_32F requires, and outlive the
+    // call; the handle runs on the backend's stream.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *backend.blas().handle(),
+            config.transa,
+            config.transb,
+            config.m,
+            config.n,
+            config.k,
+            (&config.alpha as *const f32).cast(),
+            b_ptr as *const core::ffi::c_void,
+            cudaDataType_t::CUDA_R_16BF,
+            config.lda,
+            a_ptr as *const core::ffi::c_void,
+            cudaDataType_t::CUDA_R_16BF,
+            config.ldb,
+            (&config.beta as *const f32).cast(),
+            out_ptr as *mut core::ffi::c_void,
+            cudaDataType_t::CUDA_R_32F,
+            config.ldc,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )?;
+    }
+    drop((_a_read, _b_read, _out_write));
     backend.sync_if_profiling()
 }

@@ -12,6 +12,8 @@
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use half::bf16;
+
 use crate::backend::{Backend, Element, HeadDims, MatmulSpec};
 use crate::optim::{AdamWParams, RmspropParams};
 
@@ -220,6 +222,32 @@ impl Backend for CpuBackend {
             let (a, b) = (&a[index * spec.a_len()..][..spec.a_len()], &b[index * spec.b_len()..][..spec.b_len()]);
             ops::matmul(&mut out[index * spec.out_len()..][..spec.out_len()], a, b, spec)?;
         }
+        Ok(())
+    }
+
+    fn matmul_bf16(
+        &self,
+        out: &mut CpuBuffer<f32>,
+        a: &CpuBuffer<bf16>,
+        b: &CpuBuffer<bf16>,
+        spec: MatmulSpec,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "matmul_bf16";
+        // Widening is exact, and so is the product of two widened values
+        // (8 + 8 significant bits), so the f32 product of the widened
+        // operands is the bf16 product with f32 sums, in the f32 reference's
+        // summation order.
+        let widen = |values: &[bf16]| values.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+        let a = widen(head(OP, "a", a, spec.a_len())?);
+        let b = widen(head(OP, "b", b, spec.b_len())?);
+        ops::matmul(head_mut(OP, "out", out, spec.out_len())?, &a, &b, spec)
+    }
+
+    fn round_to_bf16(&self, out: &mut CpuBuffer<bf16>, x: &CpuBuffer<f32>, n: usize) -> Result<(), CpuError> {
+        const OP: &str = "round_to_bf16";
+        let x = head(OP, "x", x, n)?;
+        let out = head_mut(OP, "out", out, n)?;
+        out.iter_mut().zip(x).for_each(|(rounded, &value)| *rounded = bf16::from_f32(value));
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 use alloc::vec::Vec;
 
 use super::config::LlamaConfig;
+use super::mixed::{Bf16Workspace, Precision};
 use crate::backend::Backend;
 
 /// One layer's saved forward values (`T` tokens of capacity); the layer's
@@ -96,6 +97,8 @@ pub struct Activations<B: Backend> {
     /// Per-sequence mean log-probs `[S]`.
     pub means: B::Buf<f32>,
     pub(crate) scratch: Scratch<B>,
+    /// The bf16 workspace when the products run in bf16.
+    pub(crate) bf16: Option<Bf16Workspace<B>>,
 }
 
 /// Forward temporaries and backward gradients of activations.
@@ -151,6 +154,39 @@ impl<B: Backend> Activations<B> {
         Self::allocate(backend, config, max_tokens, max_rows, max_seqs, true)
     }
 
+    /// Sets the number format of the layers' matrix products for the passes
+    /// run with these buffers ([`Precision::F32`] when built): `Bf16`
+    /// allocates the bf16 workspace (one layer's weights and two activation
+    /// operands), `F32` frees it.
+    ///
+    /// ```
+    /// use sapo_core::cpu::CpuBackend;
+    /// use sapo_core::model::{Activations, LlamaConfig, Precision};
+    /// let config = LlamaConfig { num_hidden_layers: 1, vocab_size: 11, hidden_size: 8, intermediate_size: 12,
+    ///     num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4, ..LlamaConfig::smollm2_135m() };
+    /// let backend = CpuBackend::new();
+    /// let mut acts = Activations::new(&backend, &config, 16, 16, 2)?;
+    /// assert_eq!(acts.precision(), Precision::F32);
+    /// acts.set_precision(&backend, &config, Precision::Bf16)?;
+    /// assert_eq!(acts.precision(), Precision::Bf16);
+    /// # Ok::<(), sapo_core::cpu::CpuError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn set_precision(&mut self, backend: &B, config: &LlamaConfig, precision: Precision) -> Result<(), B::Error> {
+        self.bf16 = match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(Bf16Workspace::new(backend, config, self.max_tokens)?),
+        };
+        Ok(())
+    }
+
+    /// The number format of the layers' matrix products.
+    pub fn precision(&self) -> Precision {
+        if self.bf16.is_some() { Precision::Bf16 } else { Precision::F32 }
+    }
+
     /// Whether the backward pass recomputes layer values.
     pub fn recomputes(&self) -> bool {
         self.layers.len() + 1 < self.residual.len()
@@ -200,6 +236,7 @@ impl<B: Backend> Activations<B> {
             sums: z(max_seqs)?,
             means: z(max_seqs)?,
             scratch,
+            bf16: None,
         })
     }
 }

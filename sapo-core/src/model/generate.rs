@@ -184,8 +184,19 @@ pub fn forward_cached<B: Backend>(
     for ((weights, keys), values) in params.layers.iter().zip(&mut cache.keys).zip(&mut cache.values) {
         let attention = Attention::Cached { keys, values, slots: &slots_buf, max_len: cache.max_len };
         let (input, output) = (&b.residual, &mut b.residual_next);
-        layer_forward(backend, config, weights, input, &mut b.layer, output, &mut b.projected, &tokens, attention)
-            .map_err(be)?;
+        layer_forward(
+            backend,
+            config,
+            weights,
+            input,
+            &mut b.layer,
+            output,
+            &mut b.projected,
+            &tokens,
+            attention,
+            None,
+        )
+        .map_err(be)?;
         core::mem::swap(&mut b.residual, &mut b.residual_next);
     }
     // The final norm reuses the layer workspace's first norm buffers.

@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 use super::activations::{Activations, LayerActivations};
 use super::batch::DeviceBatch;
 use super::config::LlamaConfig;
+use super::mixed::{Bf16Workspace, Matrix, project, project_backward};
 use super::params::{LayerParams, LlamaParams};
 use crate::backend::{Backend, MatmulSpec};
 
@@ -44,25 +45,6 @@ pub(crate) fn linear<B: Backend>(
     backend.matmul(y, x, w, spec)
 }
 
-/// `dx += dy · w`, `dw += dyᵀ · x`.
-#[allow(clippy::too_many_arguments)]
-fn linear_backward<B: Backend>(
-    backend: &B,
-    dx: &mut B::Buf<f32>,
-    dw: &mut B::Buf<f32>,
-    dy: &B::Buf<f32>,
-    x: &B::Buf<f32>,
-    w: &B::Buf<f32>,
-    rows: usize,
-    d_in: usize,
-    d_out: usize,
-) -> Result<(), B::Error> {
-    let to_input = MatmulSpec { m: rows, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true };
-    backend.matmul(dx, dy, w, to_input)?;
-    let to_weight = MatmulSpec { m: d_out, k: rows, n: d_in, transpose_a: true, transpose_b: false, accumulate: true };
-    backend.matmul(dw, dy, x, to_weight)
-}
-
 /// Runs the model on `batch`, keeping what backward needs in `acts`, and
 /// returns the per-sequence log-probs of the scored rows.
 ///
@@ -76,7 +58,7 @@ pub fn forward<B: Backend>(
     acts: &mut Activations<B>,
 ) -> Result<SequenceLogprobs, B::Error> {
     let (t, c) = (batch.n_tokens, config.hidden_size);
-    let Activations { residual, layers, normed, rstd_final, logps, lm_lse, sums, means, scratch, .. } = acts;
+    let Activations { residual, layers, normed, rstd_final, logps, lm_lse, sums, means, scratch, bf16, .. } = acts;
     backend.embedding_forward(&mut residual[0], &batch.tokens, &params.embed_tokens, t, c)?;
     let tokens = Tokens { n: t, positions: &batch.positions };
     let shared_workspace = layers.len() == 1;
@@ -96,6 +78,7 @@ pub fn forward<B: Backend>(
             &mut scratch.projected,
             &tokens,
             attention,
+            bf16.as_mut(),
         )?;
     }
     let output = &residual[config.num_hidden_layers];
@@ -136,7 +119,9 @@ pub(crate) enum Attention<'a, B: Backend> {
 }
 
 /// One decoder layer from `input` to `output`, keeping its values in `a`.
-/// Training and generation share it; only the attention differs.
+/// Training and generation share it; only the attention differs. With a
+/// `mixed` workspace the products run in bf16 (the layer's weights are
+/// rounded into it first).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn layer_forward<B: Backend>(
     backend: &B,
@@ -148,15 +133,18 @@ pub(crate) fn layer_forward<B: Backend>(
     projected: &mut B::Buf<f32>,
     tokens: &Tokens<'_, B>,
     attention: Attention<'_, B>,
+    mut mixed: Option<&mut Bf16Workspace<B>>,
 ) -> Result<(), B::Error> {
     let (t, c, i) = (tokens.n, config.hidden_size, config.intermediate_size);
     let (q_dim, kv_dim, eps) = (config.q_dim(), config.kv_dim(), config.rms_norm_eps);
     let (h, kvh, d, theta) =
         (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta);
+    if let Some(workspace) = mixed.as_deref_mut() {
+        workspace.load_layer(backend, config, weights)?;
+    }
     backend.rms_norm_forward(&mut a.ln1, &mut a.rstd1, input, &weights.input_layernorm, t, c, eps)?;
-    linear(backend, &mut a.q, &a.ln1, &weights.q_proj, t, c, q_dim)?;
-    linear(backend, &mut a.k, &a.ln1, &weights.k_proj, t, c, kv_dim)?;
-    linear(backend, &mut a.v, &a.ln1, &weights.v_proj, t, c, kv_dim)?;
+    let qkv = &mut [(&mut a.q, Matrix::Q, q_dim), (&mut a.k, Matrix::K, kv_dim), (&mut a.v, Matrix::V, kv_dim)];
+    project(backend, mixed.as_deref_mut(), weights, &a.ln1, t, c, qkv)?;
     if let Some([q_bias, k_bias, v_bias]) = &weights.qkv_bias {
         backend.add_bias(&mut a.q, q_bias, t, q_dim)?;
         backend.add_bias(&mut a.k, k_bias, t, kv_dim)?;
@@ -184,13 +172,13 @@ pub(crate) fn layer_forward<B: Backend>(
             )?
         }
     }
-    linear(backend, projected, &a.att, &weights.o_proj, t, q_dim, c)?;
+    project(backend, mixed.as_deref_mut(), weights, &a.att, t, q_dim, &mut [(&mut *projected, Matrix::O, c)])?;
     backend.add(&mut a.resid_mid, input, projected, t * c)?;
     backend.rms_norm_forward(&mut a.ln2, &mut a.rstd2, &a.resid_mid, &weights.post_attention_layernorm, t, c, eps)?;
-    linear(backend, &mut a.gate, &a.ln2, &weights.gate_proj, t, c, i)?;
-    linear(backend, &mut a.up, &a.ln2, &weights.up_proj, t, c, i)?;
+    let gate_up = &mut [(&mut a.gate, Matrix::Gate, i), (&mut a.up, Matrix::Up, i)];
+    project(backend, mixed.as_deref_mut(), weights, &a.ln2, t, c, gate_up)?;
     backend.swiglu_forward(&mut a.act, &a.gate, &a.up, t * i)?;
-    linear(backend, projected, &a.act, &weights.down_proj, t, i, c)?;
+    project(backend, mixed, weights, &a.act, t, i, &mut [(&mut *projected, Matrix::Down, c)])?;
     backend.add(output, &a.resid_mid, projected, t * c)
 }
 
@@ -242,7 +230,7 @@ pub fn backward<B: Backend>(
             return Err(ModelError::SequenceCount { input, expected: s, got: values.len() });
         }
     }
-    let Activations { residual, layers, normed, rstd_final, lm_lse, scratch, .. } = acts;
+    let Activations { residual, layers, normed, rstd_final, lm_lse, scratch, bf16, .. } = acts;
     backend.write(&mut scratch.d_sums, d_sums)?;
     backend.write(&mut scratch.d_means, d_means)?;
     backend.fill_zero(&mut scratch.d_logps)?;
@@ -300,18 +288,25 @@ pub fn backward<B: Backend>(
                 projected,
                 &tokens,
                 attention,
+                bf16.as_mut(),
             )?;
             &layers[0]
         } else {
+            // The workspace holds the last layer run forward; load this one.
+            if let Some(workspace) = bf16.as_mut() {
+                workspace.load_layer(backend, config, weights)?;
+            }
             &layers[index]
         };
-        layer_backward(backend, config, weights, &mut grads.layers[index], batch, &residual[index], saved, scratch)?;
+        let layer_grads = &mut grads.layers[index];
+        layer_backward(backend, config, weights, layer_grads, batch, &residual[index], saved, scratch, bf16.as_mut())?;
     }
     Ok(backend.embedding_backward(&mut grads.embed_tokens, &batch.tokens, &scratch.d_resid, t, c)?)
 }
 
 /// Turns `scratch.d_resid` (gradient at the layer's output) into the
-/// gradient at its input, accumulating the layer's parameter gradients.
+/// gradient at its input, accumulating the layer's parameter gradients. A
+/// `mixed` workspace must hold this layer's rounded weights.
 #[allow(clippy::too_many_arguments)]
 fn layer_backward<B: Backend>(
     backend: &B,
@@ -322,20 +317,25 @@ fn layer_backward<B: Backend>(
     input: &B::Buf<f32>,
     a: &LayerActivations<B>,
     g: &mut super::activations::Scratch<B>,
+    mut mixed: Option<&mut Bf16Workspace<B>>,
 ) -> Result<(), B::Error> {
     let (t, c, i) = (batch.n_tokens, config.hidden_size, config.intermediate_size);
     let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
     let (h, kvh, d, theta) =
         (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta);
+    // `dx += dy · W`, `dW += dyᵀ · x` for one of the layer's projections.
+    let mut linear_backward = |matrix, dx: &mut B::Buf<f32>, dw: &mut B::Buf<f32>, dy: &B::Buf<f32>, x, d_in, d_out| {
+        project_backward(backend, mixed.as_deref_mut(), weights, matrix, dx, dw, dy, x, t, d_in, d_out)
+    };
     // MLP: x′ = h + down(act); the residual passes d_resid through unchanged.
     backend.fill_zero(&mut g.d_act)?;
-    linear_backward(backend, &mut g.d_act, &mut grads.down_proj, &g.d_resid, &a.act, &weights.down_proj, t, i, c)?;
+    linear_backward(Matrix::Down, &mut g.d_act, &mut grads.down_proj, &g.d_resid, &a.act, i, c)?;
     backend.fill_zero(&mut g.d_gate)?;
     backend.fill_zero(&mut g.d_up)?;
     backend.swiglu_backward(&mut g.d_gate, &mut g.d_up, &g.d_act, &a.gate, &a.up, t * i)?;
     backend.fill_zero(&mut g.d_ln)?;
-    linear_backward(backend, &mut g.d_ln, &mut grads.gate_proj, &g.d_gate, &a.ln2, &weights.gate_proj, t, c, i)?;
-    linear_backward(backend, &mut g.d_ln, &mut grads.up_proj, &g.d_up, &a.ln2, &weights.up_proj, t, c, i)?;
+    linear_backward(Matrix::Gate, &mut g.d_ln, &mut grads.gate_proj, &g.d_gate, &a.ln2, c, i)?;
+    linear_backward(Matrix::Up, &mut g.d_ln, &mut grads.up_proj, &g.d_up, &a.ln2, c, i)?;
     backend.rms_norm_backward(
         &mut g.d_resid,
         &mut grads.post_attention_layernorm,
@@ -348,7 +348,7 @@ fn layer_backward<B: Backend>(
     )?;
     // Attention: h = x + o_proj(att).
     backend.fill_zero(&mut g.d_att)?;
-    linear_backward(backend, &mut g.d_att, &mut grads.o_proj, &g.d_resid, &a.att, &weights.o_proj, t, q_dim, c)?;
+    linear_backward(Matrix::O, &mut g.d_att, &mut grads.o_proj, &g.d_resid, &a.att, q_dim, c)?;
     backend.fill_zero(&mut g.d_q)?;
     backend.fill_zero(&mut g.d_k)?;
     backend.fill_zero(&mut g.d_v)?;
@@ -374,9 +374,9 @@ fn layer_backward<B: Backend>(
         backend.add_bias_backward(dv_bias, &g.d_v, t, kv_dim)?;
     }
     backend.fill_zero(&mut g.d_ln)?;
-    linear_backward(backend, &mut g.d_ln, &mut grads.q_proj, &g.d_q, &a.ln1, &weights.q_proj, t, c, q_dim)?;
-    linear_backward(backend, &mut g.d_ln, &mut grads.k_proj, &g.d_k, &a.ln1, &weights.k_proj, t, c, kv_dim)?;
-    linear_backward(backend, &mut g.d_ln, &mut grads.v_proj, &g.d_v, &a.ln1, &weights.v_proj, t, c, kv_dim)?;
+    linear_backward(Matrix::Q, &mut g.d_ln, &mut grads.q_proj, &g.d_q, &a.ln1, c, q_dim)?;
+    linear_backward(Matrix::K, &mut g.d_ln, &mut grads.k_proj, &g.d_k, &a.ln1, c, kv_dim)?;
+    linear_backward(Matrix::V, &mut g.d_ln, &mut grads.v_proj, &g.d_v, &a.ln1, c, kv_dim)?;
     backend.rms_norm_backward(
         &mut g.d_resid,
         &mut grads.input_layernorm,

@@ -1,0 +1,239 @@
+//! bf16 mixed precision for the decoder layers' matrix products.
+//!
+//! In [`Precision::Bf16`] every matrix product of a decoder layer (the seven
+//! projections, forward and backward) reads bf16 operands and sums in f32
+//! ([`Backend::matmul_bf16`]): the weights and the activations that feed the
+//! products are rounded to bf16, which is what lets a GPU use its bf16 tensor
+//! cores. Everything else stays f32: the weights the optimizer updates (the
+//! master weights), the optimizer state and the EMA, the products' outputs
+//! and every gradient, RMSNorm, RoPE, attention, SwiGLU, the fused LM head
+//! and its log-softmax, and every reduction.
+//!
+//! Each layer's weights are rounded just before the layer runs (before its
+//! forward, and again before its backward) into one layer-sized workspace.
+//! So the bf16 copy can never be stale after an optimizer, EMA or reference
+//! update, and it costs one layer's bf16 weights of memory, not the whole
+//! model's; the price is reading the f32 weights once more per pass, which
+//! is small beside the products themselves. An activation is rounded into a
+//! scratch buffer just before the products that read it.
+
+use half::bf16;
+
+use super::config::LlamaConfig;
+use super::params::LayerParams;
+use crate::backend::{Backend, MatmulSpec};
+
+/// The number format of the decoder layers' matrix products.
+///
+/// ```
+/// use sapo_core::model::Precision;
+/// assert_eq!(Precision::default(), Precision::F32);
+/// assert_eq!(Precision::Bf16.name(), "bf16");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32: the reference-comparable mode.
+    #[default]
+    F32,
+    /// bf16 operands with f32 sums for the layers' products; f32 master
+    /// weights, optimizer state and everything else (see the module docs).
+    Bf16,
+}
+
+impl Precision {
+    /// The name used in configs and reports: `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// One of a decoder layer's seven weight matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Matrix {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Matrix {
+    const ALL: [Matrix; 7] = [Matrix::Q, Matrix::K, Matrix::V, Matrix::O, Matrix::Gate, Matrix::Up, Matrix::Down];
+
+    /// The f32 (master) weights of this matrix in `layer`.
+    pub(crate) fn of<B: Backend>(self, layer: &LayerParams<B>) -> &B::Buf<f32> {
+        match self {
+            Matrix::Q => &layer.q_proj,
+            Matrix::K => &layer.k_proj,
+            Matrix::V => &layer.v_proj,
+            Matrix::O => &layer.o_proj,
+            Matrix::Gate => &layer.gate_proj,
+            Matrix::Up => &layer.up_proj,
+            Matrix::Down => &layer.down_proj,
+        }
+    }
+
+    fn len(self, config: &LlamaConfig) -> usize {
+        let (c, i) = (config.hidden_size, config.intermediate_size);
+        match self {
+            Matrix::Q | Matrix::O => config.q_dim() * c,
+            Matrix::K | Matrix::V => config.kv_dim() * c,
+            Matrix::Gate | Matrix::Up | Matrix::Down => i * c,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The bf16 buffers of mixed precision: one layer's rounded weights, and
+/// scratch for the rounded activation and activation gradient a product
+/// reads.
+#[derive(Debug)]
+pub(crate) struct Bf16Workspace<B: Backend> {
+    /// The current layer's weights, in [`Matrix`] order.
+    weights: [B::Buf<bf16>; 7],
+    /// A product's activation operand `[T, max(C, H·D, I)]`.
+    input: B::Buf<bf16>,
+    /// A backward product's output-gradient operand, as large.
+    grad: B::Buf<bf16>,
+}
+
+impl<B: Backend> Bf16Workspace<B> {
+    /// Buffers for batches of up to `max_tokens` tokens.
+    pub(crate) fn new(backend: &B, config: &LlamaConfig, max_tokens: usize) -> Result<Self, B::Error> {
+        let widest = config.hidden_size.max(config.q_dim()).max(config.intermediate_size).max(config.kv_dim());
+        let [q, k, v, o, gate, up, down] = Matrix::ALL.map(|matrix| matrix.len(config));
+        Ok(Bf16Workspace {
+            weights: [
+                backend.zeros(q)?,
+                backend.zeros(k)?,
+                backend.zeros(v)?,
+                backend.zeros(o)?,
+                backend.zeros(gate)?,
+                backend.zeros(up)?,
+                backend.zeros(down)?,
+            ],
+            input: backend.zeros(max_tokens * widest)?,
+            grad: backend.zeros(max_tokens * widest)?,
+        })
+    }
+
+    /// Rounds `layer`'s seven weight matrices into the workspace.
+    pub(crate) fn load_layer(
+        &mut self,
+        backend: &B,
+        config: &LlamaConfig,
+        layer: &LayerParams<B>,
+    ) -> Result<(), B::Error> {
+        for matrix in Matrix::ALL {
+            backend.round_to_bf16(&mut self.weights[matrix.index()], matrix.of(layer), matrix.len(config))?;
+        }
+        Ok(())
+    }
+}
+
+/// `y = x · Wᵀ` for each `(y, W, d_out)` of `outputs`: projections of one
+/// input `x` `[rows, d_in]` (q/k/v, gate/up). In bf16 `x` is rounded once
+/// for all of them and `W` is the layer's rounded copy (loaded by
+/// [`Bf16Workspace::load_layer`]).
+pub(crate) fn project<B: Backend>(
+    backend: &B,
+    mixed: Option<&mut Bf16Workspace<B>>,
+    layer: &LayerParams<B>,
+    x: &B::Buf<f32>,
+    rows: usize,
+    d_in: usize,
+    outputs: &mut [(&mut B::Buf<f32>, Matrix, usize)],
+) -> Result<(), B::Error> {
+    let spec =
+        |d_out| MatmulSpec { m: rows, k: d_in, n: d_out, transpose_a: false, transpose_b: true, accumulate: false };
+    match mixed {
+        None => {
+            for (y, matrix, d_out) in outputs.iter_mut() {
+                backend.matmul(y, x, matrix.of(layer), spec(*d_out))?;
+            }
+        }
+        Some(workspace) => {
+            backend.round_to_bf16(&mut workspace.input, x, rows * d_in)?;
+            for (y, matrix, d_out) in outputs.iter_mut() {
+                backend.matmul_bf16(y, &workspace.input, &workspace.weights[matrix.index()], spec(*d_out))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The backward of `y = x · Wᵀ` (`x` `[rows, d_in]`, `W` `[d_out, d_in]`):
+/// `dx += dy · W` and `dW += dyᵀ · x`, with `dy` and `x` rounded to bf16
+/// first in bf16. `dx` and `dW` stay f32 either way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project_backward<B: Backend>(
+    backend: &B,
+    mixed: Option<&mut Bf16Workspace<B>>,
+    layer: &LayerParams<B>,
+    matrix: Matrix,
+    dx: &mut B::Buf<f32>,
+    dw: &mut B::Buf<f32>,
+    dy: &B::Buf<f32>,
+    x: &B::Buf<f32>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+) -> Result<(), B::Error> {
+    let to_input = MatmulSpec { m: rows, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true };
+    let to_weight = MatmulSpec { m: d_out, k: rows, n: d_in, transpose_a: true, transpose_b: false, accumulate: true };
+    match mixed {
+        None => {
+            backend.matmul(dx, dy, matrix.of(layer), to_input)?;
+            backend.matmul(dw, dy, x, to_weight)
+        }
+        Some(workspace) => {
+            backend.round_to_bf16(&mut workspace.grad, dy, rows * d_out)?;
+            backend.round_to_bf16(&mut workspace.input, x, rows * d_in)?;
+            backend.matmul_bf16(dx, &workspace.grad, &workspace.weights[matrix.index()], to_input)?;
+            backend.matmul_bf16(dw, &workspace.grad, &workspace.input, to_weight)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuBackend;
+
+    #[test]
+    fn names_round_trip_through_serde() {
+        for precision in [Precision::F32, Precision::Bf16] {
+            let json = serde_json::to_string(&precision).unwrap();
+            assert_eq!(json, alloc::format!("\"{}\"", precision.name()));
+            assert_eq!(serde_json::from_str::<Precision>(&json).unwrap(), precision);
+        }
+    }
+
+    #[test]
+    fn matrix_lengths_match_the_layer_tensors() {
+        let config = LlamaConfig {
+            num_hidden_layers: 1,
+            vocab_size: 11,
+            hidden_size: 8,
+            intermediate_size: 12,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 4,
+            ..LlamaConfig::smollm2_135m()
+        };
+        let backend = CpuBackend::new();
+        let params = super::super::params::LlamaParams::zeros(&backend, &config).unwrap();
+        for matrix in Matrix::ALL {
+            assert_eq!(backend.len(matrix.of(&params.layers[0])), matrix.len(&config), "{matrix:?}");
+        }
+    }
+}
