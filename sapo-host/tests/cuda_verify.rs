@@ -5,17 +5,20 @@
 
 use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
+use sapo_core::model::Precision;
 use sapo_cuda::{CudaBackend, CudaError};
 use sapo_host::model_files;
 use sapo_host::verify::{self, Backends, Check, OpShapes, StepSetup};
 
 /// Every operation of the `Backend` trait, as the checks name them.
-const TRAIT_OPS: [&str; 30] = [
+const TRAIT_OPS: [&str; 32] = [
     "upload/write/download",
     "fill_zero",
     "copy",
     "matmul",
     "matmul_batched",
+    "matmul_bf16",
+    "round_to_bf16",
     "add_bias",
     "add_bias_backward",
     "embedding_forward",
@@ -80,6 +83,7 @@ fn cpu_against_itself_covers_every_trait_op_with_zero_error() {
     let seed = fresh_seed();
     let mut checks = verify::check_ops(backends, &OpShapes::small(), seed).unwrap();
     checks.extend(verify::check_step(backends, &fixture_step(&a, seed)).unwrap());
+    checks.extend(verify::check_step(backends, &fixture_step(&a, seed).with_precision(Precision::Bf16)).unwrap());
     for op in TRAIT_OPS {
         assert!(checks.iter().any(|c| c.op == op || c.op.starts_with(&format!("{op} "))), "no check of {op}");
     }
@@ -108,6 +112,30 @@ fn a_whole_sapo_step_on_the_gpu_matches_the_cpu() {
     let cpu = CpuBackend::new();
     let checks = verify::check_step(Backends { reference: &cpu, candidate: &gpu }, &fixture_step(&cpu, fresh_seed()));
     assert_all_pass(&checks.unwrap());
+}
+
+#[test]
+fn a_whole_bf16_step_on_the_gpu_matches_the_cpu_bf16_step() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let cpu = CpuBackend::new();
+    let setup = fixture_step(&cpu, fresh_seed()).with_precision(Precision::Bf16);
+    let checks = verify::check_step(Backends { reference: &cpu, candidate: &gpu }, &setup);
+    assert_all_pass(&checks.unwrap());
+}
+
+#[test]
+fn bf16_steps_differ_from_f32_steps_by_the_rounding_alone() {
+    // On one backend: the bf16 passes really round (the step moves), and
+    // by about bf16's precision, not by a broken pass's O(1).
+    let cpu = CpuBackend::new();
+    let setup = fixture_step(&cpu, fresh_seed());
+    let bf16 = setup.clone().with_precision(Precision::Bf16);
+    let checks = verify::check_step_against(Backends { reference: &cpu, candidate: &cpu }, &setup, &bf16).unwrap();
+    let error = |op: &str| checks.iter().find(|c| c.op == format!("step: {op}")).expect(op).rel_error;
+    for op in ["policy log-probs", "reference log-probs", "gradients (clipped)"] {
+        assert!(error(op) > 1e-5, "{op}: the bf16 step gave the f32 step's values ({:e})", error(op));
+    }
+    assert_all_pass(&checks);
 }
 
 #[test]

@@ -17,7 +17,7 @@ mod table;
 use sapo_core::backend::Backend;
 
 pub use ops::{OpShapes, check_matmuls, check_ops};
-pub use step::{StepSetup, check_reproducible, check_step};
+pub use step::{StepSetup, check_reproducible, check_step, check_step_against};
 pub use table::render;
 
 /// One comparison: an operation (or a quantity of the training step), its
@@ -52,6 +52,10 @@ pub const TF32_MATMUL_TOLERANCE: f64 = 5e-4;
 /// Tolerance of a whole f32 training step's loss, gradient norm and
 /// log-probs (errors compound through every layer).
 pub const F32_STEP_TOLERANCE: f64 = 1e-4;
+/// Tolerance of a whole bf16 mixed-precision step against the reference's
+/// bf16 step: the two sides' f32 values differ in their last bits, which
+/// can round an operand to the other neighbouring bf16 value (2⁻⁸ apart).
+pub const BF16_TOLERANCE: f64 = 1e-2;
 
 /// `‖candidate − reference‖₂ / ‖reference‖₂` in f64; `‖candidate‖` itself
 /// when the reference is all zeros; infinite if the lengths differ or any

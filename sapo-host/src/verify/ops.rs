@@ -2,6 +2,7 @@
 //! candidate.
 
 use anyhow::Result;
+use half::bf16;
 use sapo_core::backend::{Backend, Element, HeadDims, MatmulSpec, Packing};
 use sapo_core::optim::{AdamWParams, RmspropParams};
 use sapo_core::rng::SapoRng;
@@ -123,16 +124,19 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
     /// Compares the leading `n` elements; with `accumulated`, what was added
     /// to the starting values.
     fn record(&mut self, op: &str, shape: String, twin: &Twin<R, C, f32>, n: usize, accumulated: bool) -> Result<()> {
-        self.record_with(op, shape, twin, n, accumulated, self.tolerance)
+        self.record_as(op, shape, twin, n, accumulated, self.dtype, self.tolerance)
     }
 
-    fn record_with(
+    /// [`Harness::record`] with its own element-type label and tolerance.
+    #[allow(clippy::too_many_arguments)]
+    fn record_as(
         &mut self,
         op: &str,
         shape: String,
         twin: &Twin<R, C, f32>,
         n: usize,
         accumulated: bool,
+        dtype: &'static str,
         tolerance: f64,
     ) -> Result<()> {
         let mut reference = on("reference", self.b.reference.download(&twin.r))?;
@@ -145,7 +149,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
             }
         }
         let rel_error = relative_error(&reference, &candidate);
-        self.checks.push(Check { op: op.to_string(), shape, dtype: self.dtype, rel_error, tolerance });
+        self.checks.push(Check { op: op.to_string(), shape, dtype, rel_error, tolerance });
         Ok(())
     }
 }
@@ -169,6 +173,7 @@ pub fn check_ops<R: Backend, C: Backend>(
     };
     buffers(&mut h)?;
     matmuls(&mut h, shapes)?;
+    bf16_products(&mut h, shapes)?;
     linear_algebra(&mut h, shapes)?;
     layers(&mut h, shapes)?;
     attention(&mut h, shapes)?;
@@ -264,6 +269,66 @@ fn matmuls<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> R
     on("reference", h.b.reference.matmul_batched(&mut out.r, &a.r, &b.r, spec, batch))?;
     on("candidate", h.b.candidate.matmul_batched(&mut out.c, &a.c, &b.c, spec, batch))?;
     h.record("matmul_batched", format!("batch={batch} m=64 k={d} n=64"), &out, spec.out_len() * batch, false)
+}
+
+/// Rounding to bf16 (bit for bit, edge cases included) and the bf16
+/// products: the same bf16 operands on both sides, so only the f32
+/// summation order differs and the f32 tolerance applies.
+fn bf16_products<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    let n = s.tokens() * s.channels;
+    let mut values: Vec<f32> = (0..n).map(|_| h.rng.standard_normal() as f32).collect();
+    // Ties to even both ways, the largest finite value and what rounds past
+    // it, subnormals, signed zeros, infinities and NaNs with payloads.
+    let edges = [
+        f32::from_bits(0x3f80_8000),
+        f32::from_bits(0x3f81_8000),
+        f32::from_bits(0xbf80_8001),
+        f32::MAX,
+        f32::from_bits(0x7f7f_8000),
+        f32::from_bits(0x0000_8001),
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7f80_0001),
+        f32::from_bits(0xffc1_2345),
+    ];
+    values[..edges.len()].copy_from_slice(&edges);
+    let x = h.upload(values)?;
+    // Poisoned with a NaN no input rounds to, so an unwritten element shows.
+    let mut out = h.upload(vec![bf16::from_bits(0x7fff); n])?;
+    on("reference", h.b.reference.round_to_bf16(&mut out.r, &x.r, n))?;
+    on("candidate", h.b.candidate.round_to_bf16(&mut out.c, &x.c, n))?;
+    let (r, c) = (on("reference", h.b.reference.download(&out.r))?, on("candidate", h.b.candidate.download(&out.c))?);
+    let differing = r.iter().zip(&c).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let unwritten = r.iter().chain(&c).filter(|v| v.to_bits() == 0x7fff).count();
+    h.checks.push(Check {
+        op: "round_to_bf16".into(),
+        shape: format!("n={n} (bits; {} edge cases)", edges.len()),
+        dtype: "bf16",
+        rel_error: if differing + unwritten == 0 { 0.0 } else { (differing + unwritten) as f64 / n as f64 },
+        tolerance: 0.0,
+    });
+
+    let (t, c, i) = (s.tokens(), s.channels, s.intermediate);
+    let specs = [
+        ("x·Wᵀ", MatmulSpec { m: t, k: c, n: i, transpose_a: false, transpose_b: true, accumulate: false }),
+        ("dy·W (+=)", MatmulSpec { m: t, k: i, n: c, transpose_a: false, transpose_b: false, accumulate: true }),
+        ("dyᵀ·x (+=)", MatmulSpec { m: i, k: t, n: c, transpose_a: true, transpose_b: false, accumulate: true }),
+    ];
+    for (label, spec) in specs {
+        let mut rounded = |len: usize, std: f64| -> Vec<bf16> {
+            (0..len).map(|_| bf16::from_f64(std * h.rng.standard_normal())).collect()
+        };
+        let (a, b) = (rounded(spec.a_len(), 1.0), rounded(spec.b_len(), 0.05));
+        let (a, b) = (h.upload(a)?, h.upload(b)?);
+        let mut out = if spec.accumulate { h.random(spec.out_len(), 1.0)? } else { h.poisoned(spec.out_len())? };
+        on("reference", h.b.reference.matmul_bf16(&mut out.r, &a.r, &b.r, spec))?;
+        on("candidate", h.b.candidate.matmul_bf16(&mut out.c, &a.c, &b.c, spec))?;
+        let shape = format!("{label} m={} k={} n={}", spec.m, spec.k, spec.n);
+        h.record_as("matmul_bf16", shape, &out, spec.out_len(), spec.accumulate, "bf16", F32_OP_TOLERANCE)?;
+    }
+    Ok(())
 }
 
 fn linear_algebra<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {

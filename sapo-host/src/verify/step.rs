@@ -10,14 +10,14 @@ use sapo_core::backend::Backend;
 use sapo_core::model::AdamWState;
 use sapo_core::model::{
     Activations, DecodeBuffers, DeviceBatch, GenerationConfig, KvCache, LlamaConfig, LlamaParams, PackedBatch,
-    backward, clip_grad_norm, forward, generate,
+    Precision, backward, clip_grad_norm, forward, generate,
 };
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use sapo_core::optim::AdamWParams;
 use sapo_core::rng::SapoRng;
 use sapo_core::sampling::SamplingParams;
 
-use super::{Backends, Check, F32_OP_TOLERANCE, F32_STEP_TOLERANCE, on, relative_error, scalar_error};
+use super::{BF16_TOLERANCE, Backends, Check, F32_OP_TOLERANCE, F32_STEP_TOLERANCE, on, relative_error, scalar_error};
 
 /// The model and data of the step.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub struct StepSetup {
     pub ema_offset: f64,
     /// The random stream of the EMA offset.
     pub seed: u64,
+    /// The number format of the forward and backward passes' products
+    /// (the EMA update, the generation and AdamW are f32 either way).
+    pub precision: Precision,
 }
 
 impl StepSetup {
@@ -53,7 +56,13 @@ impl StepSetup {
             cuts.push(1 + below(chosen.len() - segment));
             pairs.push((prompt, chosen));
         }
-        StepSetup { config, weights, pairs, cuts, segment, ema_offset: 0.05, seed }
+        StepSetup { config, weights, pairs, cuts, segment, ema_offset: 0.05, seed, precision: Precision::F32 }
+    }
+
+    /// The same step with its passes in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 }
 
@@ -137,6 +146,7 @@ fn sapo_step<B: Backend>(backend: &B, setup: &StepSetup) -> Result<StepOutcome> 
     let batch = on("backend", DeviceBatch::upload(backend, &packed))?;
     let mut acts =
         on("backend", Activations::new(backend, config, packed.n_tokens(), packed.n_rows(), packed.n_seqs()))?;
+    on("backend", acts.set_precision(backend, config, setup.precision))?;
 
     let reference = on("backend", forward(backend, config, &ema, &batch, &mut acts))?.sums;
     let policy = on("backend", forward(backend, config, &params, &batch, &mut acts))?.sums;
@@ -172,13 +182,33 @@ fn sapo_step<B: Backend>(backend: &B, setup: &StepSetup) -> Result<StepOutcome> 
     })
 }
 
-/// Runs the step on both backends and compares every quantity.
+/// Runs the step on both backends and compares every quantity. A bf16
+/// step is held to [`BF16_TOLERANCE`] wherever the f32 step is held to a
+/// step or operation tolerance (the EMA update and the greedy tokens, f32
+/// either way, keep theirs).
 ///
 /// # Errors
 /// A backend error on either side.
 pub fn check_step<R: Backend, C: Backend>(backends: Backends<'_, R, C>, setup: &StepSetup) -> Result<Vec<Check>> {
+    check_step_against(backends, setup, setup)
+}
+
+/// [`check_step`] with the candidate's step set up differently from the
+/// reference's: the same step in another precision (a bf16 step against
+/// the f32 reference, held to [`BF16_TOLERANCE`] when either side is bf16).
+///
+/// # Errors
+/// A backend error on either side, or setups of different models or pairs.
+pub fn check_step_against<R: Backend, C: Backend>(
+    backends: Backends<'_, R, C>,
+    setup: &StepSetup,
+    candidate_setup: &StepSetup,
+) -> Result<Vec<Check>> {
+    if setup.config != candidate_setup.config || setup.pairs != candidate_setup.pairs {
+        return Err(anyhow!("the two steps must run the same model on the same pairs"));
+    }
     let reference = sapo_step(backends.reference, setup).map_err(|e| anyhow!("reference backend: {e}"))?;
-    let candidate = sapo_step(backends.candidate, setup).map_err(|e| anyhow!("candidate backend: {e}"))?;
+    let candidate = sapo_step(backends.candidate, candidate_setup).map_err(|e| anyhow!("candidate backend: {e}"))?;
     let c = &setup.config;
     let model = format!(
         "L={} C={} H={} KVH={} V={} pairs={}",
@@ -189,6 +219,11 @@ pub fn check_step<R: Backend, C: Backend>(backends: Backends<'_, R, C>, setup: &
         c.vocab_size,
         setup.pairs.len()
     );
+    let (passes, step_tolerance, update_tolerance) = match (setup.precision, candidate_setup.precision) {
+        (Precision::F32, Precision::F32) => ("f32", F32_STEP_TOLERANCE, F32_OP_TOLERANCE),
+        (Precision::Bf16, Precision::Bf16) => ("bf16", BF16_TOLERANCE, BF16_TOLERANCE),
+        _ => ("bf16↔f32", BF16_TOLERANCE, BF16_TOLERANCE),
+    };
     let check = |op: &str, rel_error: f64, dtype: &'static str, tolerance: f64| Check {
         op: format!("step: {op}"),
         shape: model.clone(),
@@ -209,14 +244,14 @@ pub fn check_step<R: Backend, C: Backend>(backends: Backends<'_, R, C>, setup: &
         check(
             "reference log-probs",
             relative_error(&reference.reference, &candidate.reference),
-            "f32",
-            F32_STEP_TOLERANCE,
+            passes,
+            step_tolerance,
         ),
-        check("policy log-probs", relative_error(&reference.policy, &candidate.policy), "f32", F32_STEP_TOLERANCE),
-        check("DPO loss", scalar_error(reference.loss, candidate.loss), "f64", F32_STEP_TOLERANCE),
-        check("grad norm", scalar_error(reference.grad_norm, candidate.grad_norm), "f64", F32_STEP_TOLERANCE),
-        check("gradients (clipped)", relative_error(&reference.grads, &candidate.grads), "f32", F32_STEP_TOLERANCE),
-        check("weights after AdamW", relative_error(&reference.params, &candidate.params), "f32", F32_OP_TOLERANCE),
+        check("policy log-probs", relative_error(&reference.policy, &candidate.policy), passes, step_tolerance),
+        check("DPO loss", scalar_error(reference.loss, candidate.loss), passes, step_tolerance),
+        check("grad norm", scalar_error(reference.grad_norm, candidate.grad_norm), passes, step_tolerance),
+        check("gradients (clipped)", relative_error(&reference.grads, &candidate.grads), passes, step_tolerance),
+        check("weights after AdamW", relative_error(&reference.params, &candidate.params), passes, update_tolerance),
     ])
 }
 
