@@ -382,8 +382,11 @@ fn train(args: TrainArgs) -> Result<()> {
         None => run_on(config, CpuBackend::new(), resuming, &args)?,
         Some(ordinal) => {
             let gpu = sapo_cuda::CudaBackend::new(ordinal).map_err(|e| Failure::Run(e.into()))?;
+            let tf32 = config.precision == sapo_host::train::config::PrecisionName::Tf32;
+            gpu.set_tf32(tf32).map_err(|e| Failure::Run(e.into()))?;
             if !args.quiet {
-                eprintln!("sapo: training on {} ({})", gpu.device_name(), gpu.arch());
+                let precision = config.precision.name();
+                eprintln!("sapo: training on {} ({}) in {precision}", gpu.device_name(), gpu.arch());
             }
             run_on(config, gpu, resuming, &args)?
         }

@@ -106,6 +106,25 @@ fn offline_methods_run() {
 }
 
 #[test]
+fn bf16_training_stays_near_the_f32_run() {
+    let run = |precision: &str| {
+        let sets = ["method=\"dpo\"".to_string(), format!("precision=\"{precision}\"")];
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        train_and_check(config(&format!("dpo-{precision}"), &sets), PAIR_METRICS)
+    };
+    let (f32, bf16) = (run("f32"), run("bf16"));
+    let value = |steps: &[serde_json::Map<String, Value>], i: usize, key: &str| steps[i][key].as_f64().unwrap();
+    for (i, key) in [(0, "grad_norm"), (2, "loss"), (2, "grad_norm"), (2, "logps/chosen")] {
+        let (a, b) = (value(&f32, i, key), value(&bf16, i, key));
+        let relative = (a - b).abs() / a.abs();
+        println!("step {} {key}: f32 {a}, bf16 {b}, relative difference {relative:.1e}", i + 1);
+        // bf16 rounding moves the numbers (so the products really ran in
+        // bf16), by about bf16's precision and no more.
+        assert!(relative > 1e-7 && relative < 1e-2, "step {} {key}: f32 {a} against bf16 {b}", i + 1);
+    }
+}
+
+#[test]
 fn spin_runs_its_iterations() {
     // Six prompts keep generation short: 6 pairs → 2 steps per iteration at batch 4 (the
     // second iteration trains on 12 pairs: its own and the first's).
@@ -179,6 +198,8 @@ fn bad_input_stops_with_one_line_and_exit_code_2() {
         (vec!["--set".into(), "beta=-1".into()], "bad value for `beta`"),
         (vec!["--model".into(), "/no/such/model".into()], "/no/such/model"),
         (vec!["--device".into(), "tpu".into()], "device `tpu`: expected cpu, cuda or cuda:N"),
+        (vec!["--set".into(), "precision=tf32".into()], "tf32 needs device = cuda"),
+        (vec!["--set".into(), "precision=fp8".into()], "bad value for `precision`"),
         (vec!["--data".into(), "/no/such/data.jsonl".into()], "/no/such/data.jsonl"),
         (
             vec![

@@ -23,7 +23,7 @@ use sapo_core::model::{LlamaConfig, LlamaParams};
 /// The first bytes of `state.bin`.
 pub const STATE_MAGIC: &[u8; 8] = b"SAPOSTAT";
 /// The version of the checkpoint layout and of `state.bin`'s payload.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One file of a checkpoint as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -133,6 +133,12 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ),
     ("threads", "0", "CPU threads (0 = all cores)"),
     ("device", "cpu", "where to train: cpu, cuda or cuda:N (an NVIDIA GPU through sapo-cuda)"),
+    (
+        "precision",
+        "f32",
+        "the layers' matrix products: f32 | tf32 (cuda: TF32 tensor cores) | bf16 (bf16 operands, f32 sums; \
+         master weights, optimizer state and everything else f32)",
+    ),
     ("zero_margin_warn_steps", "10", "warn once when rewards/margins is exactly 0 this many steps running (0 = never)"),
     ("ema_decay", "0.5", "SAPO: θ_ema ← decay·θ_ema + (1−decay)·θ once per optimizer step"),
     ("sample_every", "1", "SAPO: regenerate rejected responses every this many optimizer steps"),
@@ -215,6 +221,7 @@ pub struct TrainConfig {
     pub save_total_limit: usize,
     pub threads: usize,
     pub device: String,
+    pub precision: PrecisionName,
     pub zero_margin_warn_steps: u64,
     pub ema_decay: f64,
     pub sample_every: u64,
@@ -294,6 +301,38 @@ pub enum OptimizerName {
     Adamw,
     /// torch's RMSprop without momentum (SAPO-DPO and SPIN authors).
     Rmsprop,
+}
+
+/// The number format of the model's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecisionName {
+    /// Full f32: the reference-comparable mode.
+    F32,
+    /// f32 values, products on TF32 tensor cores (cuBLAS's TF32 math mode,
+    /// PyTorch's `allow_tf32`); a GPU setting, refused on the CPU.
+    Tf32,
+    /// bf16 mixed precision ([`sapo_core::model::Precision::Bf16`]).
+    Bf16,
+}
+
+impl PrecisionName {
+    /// The config spelling: `f32`, `tf32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrecisionName::F32 => "f32",
+            PrecisionName::Tf32 => "tf32",
+            PrecisionName::Bf16 => "bf16",
+        }
+    }
+
+    /// The model's precision: TF32 is f32 to the model (the backend rounds).
+    pub fn model(self) -> sapo_core::model::Precision {
+        match self {
+            PrecisionName::F32 | PrecisionName::Tf32 => sapo_core::model::Precision::F32,
+            PrecisionName::Bf16 => sapo_core::model::Precision::Bf16,
+        }
+    }
 }
 
 /// The replay buffer's draw policy.
@@ -378,6 +417,7 @@ fn method_defaults(method: Method) -> toml::Table {
     set("save_total_limit", I(2));
     set("threads", I(0));
     set("device", s("cpu"));
+    set("precision", s("f32"));
     set("zero_margin_warn_steps", I(10));
     set("ema_decay", F(0.5));
     set("sample_every", I(1));
@@ -622,6 +662,8 @@ impl TrainConfig {
         check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be ≥ 1")?;
         check(self.max_steps > 0 || self.num_train_epochs > 0, "num_train_epochs", "must be ≥ 1 when max_steps = 0")?;
         check(self.max_length >= 2, "max_length", "must be ≥ 2")?;
+        let on_gpu = self.device.starts_with("cuda");
+        check(on_gpu || self.precision != PrecisionName::Tf32, "precision", "tf32 needs device = cuda (a GPU)")?;
         check(self.oracle_timeout.is_finite() && self.oracle_timeout > 0.0, "oracle_timeout", "must be > 0")?;
         let command_oracle = self.oracle == OracleName::Command;
         let needs_command = !command_oracle || !self.oracle_command.trim().is_empty();

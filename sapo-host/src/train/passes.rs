@@ -4,7 +4,9 @@
 
 use super::TrainBackend;
 use anyhow::{Result, anyhow};
-use sapo_core::model::{self, Activations, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch, SequenceLogprobs};
+use sapo_core::model::{
+    self, Activations, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch, Precision, SequenceLogprobs,
+};
 use sapo_core::objectives::{NllScope, Objective, PairBatch};
 
 /// One preference pair as two whole sequences sharing a prompt.
@@ -95,12 +97,14 @@ pub fn score_pairs<B: TrainBackend>(
 pub struct Workspace<B: TrainBackend> {
     acts: Option<Activations<B>>,
     recompute: bool,
+    precision: Precision,
 }
 
 impl<B: TrainBackend> Workspace<B> {
-    /// An empty workspace; `recompute` trades a forward pass for memory.
-    pub fn new(recompute: bool) -> Self {
-        Workspace { acts: None, recompute }
+    /// An empty workspace; `recompute` trades a forward pass for memory;
+    /// `precision` is the layers' products' number format.
+    pub fn new(recompute: bool, precision: Precision) -> Self {
+        Workspace { acts: None, recompute, precision }
     }
 
     fn fit(&mut self, backend: &B, config: &LlamaConfig, batch: &PackedBatch) -> Result<&mut Activations<B>> {
@@ -118,7 +122,10 @@ impl<B: TrainBackend> Workspace<B> {
             } else {
                 Activations::new(backend, config, t, r, s)
             };
-            self.acts = Some(acts.map_err(|e| anyhow!("allocating activations for {t} tokens: {e}"))?);
+            let mut acts = acts.map_err(|e| anyhow!("allocating activations for {t} tokens: {e}"))?;
+            acts.set_precision(backend, config, self.precision)
+                .map_err(|e| anyhow!("allocating the bf16 workspace for {t} tokens: {e}"))?;
+            self.acts = Some(acts);
         }
         Ok(self.acts.as_mut().expect("allocated above"))
     }

@@ -354,7 +354,7 @@ impl<B: TrainBackend> Trainer<B> {
         let grads = LlamaParams::zeros(&backend, &config)?;
         let optimizer = Self::fresh_optimizer(&backend, &cfg, &config)?;
         let rng = SapoRng::from_seed_and_stream(cfg.seed, 1);
-        let ws = Workspace::new(cfg.gradient_checkpointing);
+        let ws = Workspace::new(cfg.gradient_checkpointing, cfg.precision.model());
         Ok(Trainer {
             cfg,
             backend,
