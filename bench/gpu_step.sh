@@ -12,7 +12,8 @@
 # toolkit, or the nvidia-* Python wheels) and puts them on LD_LIBRARY_PATH,
 # runs the NVRTC compile test, the CPU-vs-GPU cross-check tests, `sapo
 # verify` at SmolLM2 shapes, then the DPO step of sapo and of plain PyTorch
-# (bench/gpu_step_peer.py) on SmolLM2-135M and a 1.1B LLaMA shape, f32.
+# (bench/gpu_step_peer.py) on SmolLM2-135M and a 1.1B LLaMA shape, in f32,
+# TF32 and bf16 mixed precision.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,12 +55,17 @@ run() {
     .gpu/sapo verify --model fixtures/task/model 2>&1 | tee "$out/verify.log" | tail -60
     echo "== bench"
     : >"$out/bench.jsonl"
-    for tf32 in false true; do
+    for precision in ${PRECISIONS:-f32 tf32 bf16}; do
+        local flags="--tf32 false --bf16 false"
+        [[ $precision == tf32 ]] && flags="--tf32 true --bf16 false"
+        [[ $precision == bf16 ]] && flags="--tf32 false --bf16 true"
         for model in ${MODELS:-smollm2 llama1b}; do
+            # shellcheck disable=SC2086
             .gpu/gpu_step_bench --device cuda --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 \
-                --tf32 $tf32 2>&1 | tee -a "$out/bench.jsonl"
+                $flags 2>&1 | tee -a "$out/bench.jsonl"
+            # shellcheck disable=SC2086
             python3 bench/gpu_step_peer.py --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 \
-                --tf32 $tf32 2>&1 | tail -1 | tee -a "$out/bench.jsonl"
+                $flags 2>&1 | tail -1 | tee -a "$out/bench.jsonl"
         done
     done
     # The sampler: greedy decode through the KV cache against transformers' generate.

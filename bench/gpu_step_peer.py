@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """The PyTorch side of `bench/gpu_step.sh`: the DPO step that
 `sapo-host/examples/gpu_step_bench.rs` times, in plain PyTorch eager on the
-same device, shapes and precision (f32, no TF32), with transformers'
-`LlamaForCausalLM` and random weights.
+same device, shapes and precision, with transformers' `LlamaForCausalLM` and
+random weights. Precision: f32 by default; `--tf32 true` allows TF32 tensor
+cores; `--bf16 true` runs the forward passes under
+`torch.autocast("cuda", dtype=torch.bfloat16)` (PyTorch's AMP: f32 master
+weights and AdamW state, bf16 products; autocast also runs attention and the
+LM head in bf16, which sapo keeps in f32).
 
     python3 bench/gpu_step_peer.py --model smollm2 --pairs 8 --prompt 64 --response 192 --steps 10
 
@@ -44,10 +48,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--tf32", default="false", choices=["true", "false"])
+    parser.add_argument("--bf16", default="false", choices=["true", "false"])
     parser.add_argument("--mode", default="step", choices=["step", "decode"])
     args = parser.parse_args()
 
     tf32 = args.tf32 == "true"
+    bf16 = args.bf16 == "true"
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     device = torch.device("cuda")
@@ -70,7 +77,9 @@ def main():
     mask[:, args.prompt - 1:] = True  # predicts response tokens prompt..seq_len-1
 
     def sequence_logps(model):
-        logits = model(input_ids=tokens).logits[:, :-1]
+        with autocast():
+            logits = model(input_ids=tokens).logits[:, :-1]
+        logits = logits.float()
         logps = torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(-1)).squeeze(-1)
         return (logps * mask).sum(-1)
 
@@ -105,7 +114,7 @@ def main():
         "policy_seconds": column(2), "optimizer_seconds": column(3),
         "policy_tokens_per_second": n_seq * seq_len / step_seconds,
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "tf32": tf32,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "tf32": tf32, "bf16": bf16,
     }))
 
 

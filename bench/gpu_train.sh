@@ -2,7 +2,7 @@
 # On a GPU machine, from the binaries `bash bench/gpu_step.sh build` put in
 # .gpu/: `sapo train --device cuda` for every method on the shipped task, the
 # main job's first steps on the GPU and on the CPU side by side (loss and
-# margin per step), and a resumed GPU run.
+# margin per step), the same in bf16 mixed precision, and a resumed GPU run.
 #
 #   bash bench/gpu_train.sh OUT
 set -uo pipefail
@@ -36,6 +36,19 @@ for g, c in zip(gpu, cpu):
     if g["step"] in (1, 2, 5) or g["step"] % 10 == 0:
         print(f"{g['step']:>5} {g['loss']:>12.6f} {c['loss']:>12.6f} {g.get('rewards/margins', 0):>12.6f} {c.get('rewards/margins', 0):>12.6f}")
 print(f"steps compared: {min(len(gpu), len(cpu))}; largest relative loss difference {worst:.2e}")
+PY
+
+echo "== main job in bf16 mixed precision on the GPU, first $STEPS steps, against the f32 GPU run"
+$S train --quiet --device cuda --set precision=bf16 --max-steps "$STEPS" --output-dir "$runs/sapo-cuda-bf16" 2>&1 |
+    tail -12 | tee "$out/sapo-cuda-bf16.log"
+cp "$runs/sapo-cuda-bf16/metrics.jsonl" "$out/metrics-sapo-cuda-bf16.jsonl"
+python3 - "$runs/sapo-cuda-bf16/metrics.jsonl" "$runs/sapo-cuda/metrics.jsonl" <<'PY' | tee "$out/compare_bf16.txt"
+import json, sys
+def steps(path):
+    return [l for l in map(json.loads, open(path)) if "event" not in l]
+bf16, f32 = steps(sys.argv[1]), steps(sys.argv[2])
+worst = max(abs(b["loss"] - f["loss"]) / max(abs(f["loss"]), 1e-12) for b, f in zip(bf16, f32))
+print(f"steps compared: {min(len(bf16), len(f32))}; largest relative loss difference bf16 vs f32 {worst:.2e}")
 PY
 
 echo "== resume on the GPU: the same run continued to $((STEPS + 20)) steps"

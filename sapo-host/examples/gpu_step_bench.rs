@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p sapo-host --example gpu_step_bench -- \
-//!     --device cuda --model smollm2 --pairs 8 --prompt 64 --response 192 --steps 10
+//!     --device cuda --model smollm2 --pairs 8 --prompt 64 --response 192 --steps 10 [--tf32 true | --bf16 true]
 //! ```
 //!
 //! Prints one JSON object: the shapes, the median step time and its phases,
@@ -17,7 +17,8 @@ use anyhow::{Result, anyhow, bail};
 use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{
-    Activations, AdamWState, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch, backward, clip_grad_norm, forward,
+    Activations, AdamWState, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch, Precision, backward, clip_grad_norm,
+    forward,
 };
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use sapo_core::optim::AdamWParams;
@@ -37,6 +38,8 @@ struct Options {
     profile: bool,
     /// TF32 tensor-core products (cuBLAS), as PyTorch's allow_tf32.
     tf32: bool,
+    /// bf16 mixed precision for the layers' products (`Precision::Bf16`).
+    bf16: bool,
     /// `step` (a DPO training step) or `decode` (greedy generation of
     /// `response` new tokens after `prompt` tokens, `pairs` sequences).
     mode: String,
@@ -53,6 +56,7 @@ fn parse() -> Result<Options> {
         warmup: 3,
         profile: false,
         tf32: false,
+        bf16: false,
         mode: "step".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +72,7 @@ fn parse() -> Result<Options> {
             "--warmup" => o.warmup = value.parse()?,
             "--profile" => o.profile = value.parse()?,
             "--tf32" => o.tf32 = value.parse()?,
+            "--bf16" => o.bf16 = value.parse()?,
             "--mode" => o.mode = value.clone(),
             other => bail!("unknown flag {other}"),
         }
@@ -166,6 +171,7 @@ where
     let packed = PackedBatch::new(&views, config.vocab_size)?;
     let batch = DeviceBatch::upload(backend, &packed)?;
     let mut acts = Activations::new(backend, &config, packed.n_tokens(), packed.n_rows(), packed.n_seqs())?;
+    acts.set_precision(backend, &config, if o.bf16 { Precision::Bf16 } else { Precision::F32 })?;
     let mut grads = LlamaParams::zeros(backend, &config)?;
     let mut optimizer = AdamWState::new(backend, &config)?;
     let hp = AdamWParams::default();
@@ -299,6 +305,7 @@ fn main() -> Result<()> {
         run(&cpu, &|_| Ok(()), &|_| {}, &o)?
     };
     record["tf32"] = o.tf32.into();
+    record["bf16"] = o.bf16.into();
     println!("{record}");
     Ok(())
 }
