@@ -323,19 +323,17 @@ fn layer_backward<B: Backend>(
     let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
     let (h, kvh, d, theta) =
         (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta);
-    // `dx += dy · W`, `dW += dyᵀ · x` for one of the layer's projections.
-    let mut linear_backward = |matrix, dx: &mut B::Buf<f32>, dw: &mut B::Buf<f32>, dy: &B::Buf<f32>, x, d_in, d_out| {
-        project_backward(backend, mixed.as_deref_mut(), weights, matrix, dx, dw, dy, x, t, d_in, d_out)
-    };
     // MLP: x′ = h + down(act); the residual passes d_resid through unchanged.
     backend.fill_zero(&mut g.d_act)?;
-    linear_backward(Matrix::Down, &mut g.d_act, &mut grads.down_proj, &g.d_resid, &a.act, i, c)?;
+    let down = &mut [(Matrix::Down, &mut grads.down_proj, &g.d_resid, c)];
+    project_backward(backend, mixed.as_deref_mut(), weights, &a.act, t, i, &mut g.d_act, down)?;
     backend.fill_zero(&mut g.d_gate)?;
     backend.fill_zero(&mut g.d_up)?;
     backend.swiglu_backward(&mut g.d_gate, &mut g.d_up, &g.d_act, &a.gate, &a.up, t * i)?;
     backend.fill_zero(&mut g.d_ln)?;
-    linear_backward(Matrix::Gate, &mut g.d_ln, &mut grads.gate_proj, &g.d_gate, &a.ln2, c, i)?;
-    linear_backward(Matrix::Up, &mut g.d_ln, &mut grads.up_proj, &g.d_up, &a.ln2, c, i)?;
+    let gate_up =
+        &mut [(Matrix::Gate, &mut grads.gate_proj, &g.d_gate, i), (Matrix::Up, &mut grads.up_proj, &g.d_up, i)];
+    project_backward(backend, mixed.as_deref_mut(), weights, &a.ln2, t, c, &mut g.d_ln, gate_up)?;
     backend.rms_norm_backward(
         &mut g.d_resid,
         &mut grads.post_attention_layernorm,
@@ -348,7 +346,8 @@ fn layer_backward<B: Backend>(
     )?;
     // Attention: h = x + o_proj(att).
     backend.fill_zero(&mut g.d_att)?;
-    linear_backward(Matrix::O, &mut g.d_att, &mut grads.o_proj, &g.d_resid, &a.att, q_dim, c)?;
+    let o = &mut [(Matrix::O, &mut grads.o_proj, &g.d_resid, c)];
+    project_backward(backend, mixed.as_deref_mut(), weights, &a.att, t, q_dim, &mut g.d_att, o)?;
     backend.fill_zero(&mut g.d_q)?;
     backend.fill_zero(&mut g.d_k)?;
     backend.fill_zero(&mut g.d_v)?;
@@ -374,9 +373,12 @@ fn layer_backward<B: Backend>(
         backend.add_bias_backward(dv_bias, &g.d_v, t, kv_dim)?;
     }
     backend.fill_zero(&mut g.d_ln)?;
-    linear_backward(Matrix::Q, &mut g.d_ln, &mut grads.q_proj, &g.d_q, &a.ln1, c, q_dim)?;
-    linear_backward(Matrix::K, &mut g.d_ln, &mut grads.k_proj, &g.d_k, &a.ln1, c, kv_dim)?;
-    linear_backward(Matrix::V, &mut g.d_ln, &mut grads.v_proj, &g.d_v, &a.ln1, c, kv_dim)?;
+    let qkv = &mut [
+        (Matrix::Q, &mut grads.q_proj, &g.d_q, q_dim),
+        (Matrix::K, &mut grads.k_proj, &g.d_k, kv_dim),
+        (Matrix::V, &mut grads.v_proj, &g.d_v, kv_dim),
+    ];
+    project_backward(backend, mixed, weights, &a.ln1, t, c, &mut g.d_ln, qkv)?;
     backend.rms_norm_backward(
         &mut g.d_resid,
         &mut grads.input_layernorm,

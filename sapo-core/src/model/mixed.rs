@@ -171,37 +171,47 @@ pub(crate) fn project<B: Backend>(
     Ok(())
 }
 
-/// The backward of `y = x · Wᵀ` (`x` `[rows, d_in]`, `W` `[d_out, d_in]`):
-/// `dx += dy · W` and `dW += dyᵀ · x`, with `dy` and `x` rounded to bf16
-/// first in bf16. `dx` and `dW` stay f32 either way.
+/// One projection's gradients in [`project_backward`]: its matrix, the
+/// weight gradient `dW` to accumulate into, the output gradient `dy`
+/// `[rows, d_out]`, and `d_out`.
+pub(crate) type ProjectionGrad<'a, B> = (Matrix, &'a mut <B as Backend>::Buf<f32>, &'a <B as Backend>::Buf<f32>, usize);
+
+/// The backward of [`project`]: for each `(W, dW, dy, d_out)` of `grads`,
+/// `dx += dy · W` and `dW += dyᵀ · x` (`x` `[rows, d_in]`, the projections'
+/// shared input). In bf16 `x` is rounded once for all of them and each `dy`
+/// before its two products. `dx` and `dW` stay f32 either way.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn project_backward<B: Backend>(
     backend: &B,
     mixed: Option<&mut Bf16Workspace<B>>,
     layer: &LayerParams<B>,
-    matrix: Matrix,
-    dx: &mut B::Buf<f32>,
-    dw: &mut B::Buf<f32>,
-    dy: &B::Buf<f32>,
     x: &B::Buf<f32>,
     rows: usize,
     d_in: usize,
-    d_out: usize,
+    dx: &mut B::Buf<f32>,
+    grads: &mut [ProjectionGrad<'_, B>],
 ) -> Result<(), B::Error> {
-    let to_input = MatmulSpec { m: rows, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true };
-    let to_weight = MatmulSpec { m: d_out, k: rows, n: d_in, transpose_a: true, transpose_b: false, accumulate: true };
+    let to_input =
+        |d_out| MatmulSpec { m: rows, k: d_out, n: d_in, transpose_a: false, transpose_b: false, accumulate: true };
+    let to_weight =
+        |d_out| MatmulSpec { m: d_out, k: rows, n: d_in, transpose_a: true, transpose_b: false, accumulate: true };
     match mixed {
         None => {
-            backend.matmul(dx, dy, matrix.of(layer), to_input)?;
-            backend.matmul(dw, dy, x, to_weight)
+            for (matrix, dw, dy, d_out) in grads.iter_mut() {
+                backend.matmul(dx, dy, matrix.of(layer), to_input(*d_out))?;
+                backend.matmul(dw, dy, x, to_weight(*d_out))?;
+            }
         }
         Some(workspace) => {
-            backend.round_to_bf16(&mut workspace.grad, dy, rows * d_out)?;
             backend.round_to_bf16(&mut workspace.input, x, rows * d_in)?;
-            backend.matmul_bf16(dx, &workspace.grad, &workspace.weights[matrix.index()], to_input)?;
-            backend.matmul_bf16(dw, &workspace.grad, &workspace.input, to_weight)
+            for (matrix, dw, dy, d_out) in grads.iter_mut() {
+                backend.round_to_bf16(&mut workspace.grad, dy, rows * *d_out)?;
+                backend.matmul_bf16(dx, &workspace.grad, &workspace.weights[matrix.index()], to_input(*d_out))?;
+                backend.matmul_bf16(dw, &workspace.grad, &workspace.input, to_weight(*d_out))?;
+            }
         }
     }
+    Ok(())
 }
 
 #[cfg(all(test, feature = "cpu"))]
