@@ -38,6 +38,15 @@ MODELS = {
 }
 
 
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_name(device):
+    return torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2", choices=MODELS)
@@ -50,14 +59,16 @@ def main():
     parser.add_argument("--tf32", default="false", choices=["true", "false"])
     parser.add_argument("--bf16", default="false", choices=["true", "false"])
     parser.add_argument("--mode", default="step", choices=["step", "decode"])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: a smoke test of this script on a machine without a GPU, not a benchmark")
     args = parser.parse_args()
 
     tf32 = args.tf32 == "true"
     bf16 = args.bf16 == "true"
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    autocast = lambda: torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     torch.manual_seed(7)
     config = LlamaConfig(**MODELS[args.model], attn_implementation=args.attn)
     policy = LlamaForCausalLM(config).to(device=device, dtype=torch.float32)
@@ -84,7 +95,7 @@ def main():
         return (logps * mask).sum(-1)
 
     def sync_now():
-        torch.cuda.synchronize()
+        synchronize(device)
         return time.perf_counter()
 
     phases = []
@@ -108,13 +119,14 @@ def main():
     column = lambda k: statistics.median(p[k] for p in phases)
     step_seconds = column(0)
     print(json.dumps({
-        "side": "pytorch", "device_name": torch.cuda.get_device_name(), "model": args.model, "attn": args.attn,
+        "side": "pytorch", "device_name": device_name(device), "model": args.model, "attn": args.attn,
         "pairs": args.pairs, "prompt": args.prompt, "response": args.response, "tokens_per_step": n_seq * seq_len,
         "steps": args.steps, "step_seconds": step_seconds, "reference_seconds": column(1),
         "policy_seconds": column(2), "optimizer_seconds": column(3),
         "policy_tokens_per_second": n_seq * seq_len / step_seconds,
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "tf32": tf32, "bf16": bf16,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "tf32": tf32, "bf16": bf16,
     }))
 
 
@@ -125,17 +137,17 @@ def decode(args, config, model, device):
     attention_mask = torch.ones_like(prompts)
     times = []
     for run in range(1 + args.steps):
-        torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         with torch.no_grad():
             out = model.generate(input_ids=prompts, attention_mask=attention_mask, max_new_tokens=args.response,
                                  min_new_tokens=args.response, do_sample=False, pad_token_id=0)
-        torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - start)
         assert out.shape[1] == args.prompt + args.response
     seconds = statistics.median(times[1:])
     print(json.dumps({
-        "side": "pytorch", "mode": "decode", "device_name": torch.cuda.get_device_name(), "model": args.model,
+        "side": "pytorch", "mode": "decode", "device_name": device_name(device), "model": args.model,
         "batch": args.pairs, "prompt": args.prompt, "new_tokens": args.response, "seconds": seconds,
         "new_tokens_per_second": args.pairs * args.response / seconds, "torch": torch.__version__,
         "transformers": transformers.__version__,
