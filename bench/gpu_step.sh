@@ -55,10 +55,13 @@ run() {
     .gpu/sapo verify --model fixtures/task/model 2>&1 | tee "$out/verify.log" | tail -60
     echo "== bench"
     : >"$out/bench.jsonl"
-    for precision in ${PRECISIONS:-f32 tf32 bf16}; do
+    # bf16_tf32: the layers' products in bf16 and the LM head's (f32 in sapo's
+    # bf16 mode) on TF32 tensor cores, to see what the f32 LM head costs.
+    for precision in ${PRECISIONS:-f32 tf32 bf16 bf16_tf32}; do
         local flags="--tf32 false --bf16 false"
         [[ $precision == tf32 ]] && flags="--tf32 true --bf16 false"
         [[ $precision == bf16 ]] && flags="--tf32 false --bf16 true"
+        [[ $precision == bf16_tf32 ]] && flags="--tf32 true --bf16 true"
         for model in ${MODELS:-smollm2 llama1b}; do
             # shellcheck disable=SC2086
             .gpu/gpu_step_bench --device cuda --model "$model" --pairs 8 --prompt 64 --response 192 --steps 10 \
