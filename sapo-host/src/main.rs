@@ -12,6 +12,7 @@ use sapo_core::rng::SapoRng;
 use sapo_core::sampling::SamplingParams;
 use sapo_host::chat_template::Message;
 use sapo_host::model_files;
+use sapo_host::train::config::cuda_ordinal;
 
 /// Preference optimization for language models: SAPO, SPPO, AIPO, SPIN, DPO,
 /// IPO, hinge and ORPO.
@@ -378,7 +379,8 @@ fn train(args: TrainArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     }
     let resuming = args.resume.is_some() || (!args.overwrite && !checkpoints.is_empty());
-    let summary = match cuda_ordinal(&config.device)? {
+    // `resolve` has validated the device.
+    let summary = match cuda_ordinal(&config.device).map_err(|reason| anyhow::anyhow!("device {reason}"))? {
         None => run_on(config, CpuBackend::new(), resuming, &args)?,
         Some(ordinal) => {
             let gpu = sapo_cuda::CudaBackend::new(ordinal).map_err(|e| Failure::Run(e.into()))?;
@@ -478,17 +480,6 @@ fn oracle(args: OracleArgs) -> Result<()> {
 }
 
 /// `cpu` → `None`, `cuda` → device 0, `cuda:N` → device N.
-fn cuda_ordinal(device: &str) -> Result<Option<usize>> {
-    match device {
-        "cpu" => Ok(None),
-        "cuda" => Ok(Some(0)),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => Ok(Some(ordinal)),
-            _ => bail!("device `{other}`: expected cpu, cuda or cuda:N"),
-        },
-    }
-}
-
 /// Starts (or resumes) the run on `backend` and trains to the end.
 fn run_on<B: sapo_host::train::TrainBackend>(
     config: sapo_host::train::TrainConfig,
@@ -512,7 +503,8 @@ fn run_on<B: sapo_host::train::TrainBackend>(
 fn verify(args: VerifyArgs) -> Result<()> {
     use sapo_core::backend::Backend;
     use sapo_host::verify::{self, Backends, OpShapes, StepSetup};
-    let Some(ordinal) = cuda_ordinal(&args.device)? else { bail!("sapo verify checks a GPU: --device cuda or cuda:N") };
+    let ordinal = cuda_ordinal(&args.device).map_err(|reason| anyhow::anyhow!("--device {reason}"))?;
+    let Some(ordinal) = ordinal else { bail!("sapo verify checks a GPU: --device cuda or cuda:N") };
     let shapes = match args.shapes.as_str() {
         "smollm2" => OpShapes::smollm2(),
         "small" => OpShapes::small(),

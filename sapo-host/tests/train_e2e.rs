@@ -197,7 +197,7 @@ fn bad_input_stops_with_one_line_and_exit_code_2() {
         (vec!["--set".into(), "optimizer=sgd".into()], "bad value for `optimizer`"),
         (vec!["--set".into(), "beta=-1".into()], "bad value for `beta`"),
         (vec!["--model".into(), "/no/such/model".into()], "/no/such/model"),
-        (vec!["--device".into(), "tpu".into()], "device `tpu`: expected cpu, cuda or cuda:N"),
+        (vec!["--device".into(), "tpu".into()], "bad value for `device`: `tpu`: expected cpu, cuda or cuda:N"),
         (vec!["--set".into(), "precision=tf32".into()], "tf32 needs device = cuda"),
         (vec!["--set".into(), "precision=fp8".into()], "bad value for `precision`"),
         (vec!["--data".into(), "/no/such/data.jsonl".into()], "/no/such/data.jsonl"),

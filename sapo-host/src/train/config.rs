@@ -303,6 +303,29 @@ pub enum OptimizerName {
     Rmsprop,
 }
 
+/// The GPU a `device` value names: `None` for `cpu`, `Some(0)` for `cuda`,
+/// `Some(N)` for `cuda:N`.
+///
+/// ```
+/// use sapo_host::train::config::cuda_ordinal;
+/// assert_eq!(cuda_ordinal("cpu"), Ok(None));
+/// assert_eq!(cuda_ordinal("cuda:1"), Ok(Some(1)));
+/// assert!(cuda_ordinal("tpu").is_err());
+/// ```
+///
+/// # Errors
+/// Any other value, with the reason.
+pub fn cuda_ordinal(device: &str) -> std::result::Result<Option<usize>, String> {
+    match device {
+        "cpu" => Ok(None),
+        "cuda" => Ok(Some(0)),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(ordinal)) => Ok(Some(ordinal)),
+            _ => Err(format!("`{other}`: expected cpu, cuda or cuda:N")),
+        },
+    }
+}
+
 /// The number format of the model's matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -662,7 +685,7 @@ impl TrainConfig {
         check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be ≥ 1")?;
         check(self.max_steps > 0 || self.num_train_epochs > 0, "num_train_epochs", "must be ≥ 1 when max_steps = 0")?;
         check(self.max_length >= 2, "max_length", "must be ≥ 2")?;
-        let on_gpu = self.device.starts_with("cuda");
+        let on_gpu = cuda_ordinal(&self.device).map_err(|reason| ("device", reason))?.is_some();
         check(on_gpu || self.precision != PrecisionName::Tf32, "precision", "tf32 needs device = cuda (a GPU)")?;
         check(self.oracle_timeout.is_finite() && self.oracle_timeout > 0.0, "oracle_timeout", "must be > 0")?;
         let command_oracle = self.oracle == OracleName::Command;
