@@ -523,12 +523,8 @@ fn verify(args: VerifyArgs) -> Result<()> {
     let mut checks = verify::check_ops(backends, &shapes, seed).map_err(Failure::Run)?;
     // Heads too wide for the tiled attention kernels take the per-row ones.
     checks.extend(verify::check_ops(backends, &OpShapes::wide_heads(), seed ^ 1).map_err(Failure::Run)?);
-    checks.extend(verify::check_step(backends, &setup).map_err(Failure::Run)?);
-    let bf16_setup = setup.clone().with_precision(sapo_core::model::Precision::Bf16);
-    checks.extend(verify::check_step(backends, &bf16_setup).map_err(Failure::Run)?);
-    // What the rounding costs: the GPU's bf16 step against the CPU's f32 one.
-    checks.extend(verify::check_step_against(backends, &setup, &bf16_setup).map_err(Failure::Run)?);
-    checks.push(verify::check_reproducible(&gpu, &setup).map_err(Failure::Run)?);
+    // f32 and bf16 on both sides, bf16 against f32, and the GPU's f32 step twice.
+    checks.extend(verify::check_step_precisions(backends, &setup).map_err(Failure::Run)?);
     // The products again with TF32 tensor cores allowed (the switch
     // PyTorch calls allow_tf32), held to TF32's tolerance.
     gpu.set_tf32(true).map_err(|e| Failure::Run(e.into()))?;

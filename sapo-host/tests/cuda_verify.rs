@@ -129,9 +129,9 @@ fn bf16_steps_differ_from_f32_steps_by_the_rounding_alone() {
     // by about bf16's precision, not by a broken pass's O(1).
     let cpu = CpuBackend::new();
     let setup = fixture_step(&cpu, fresh_seed());
-    let bf16 = setup.clone().with_precision(Precision::Bf16);
-    let checks = verify::check_step_against(Backends { reference: &cpu, candidate: &cpu }, &setup, &bf16).unwrap();
-    let error = |op: &str| checks.iter().find(|c| c.op == format!("step: {op}")).expect(op).rel_error;
+    let checks = verify::check_step_precisions(Backends { reference: &cpu, candidate: &cpu }, &setup).unwrap();
+    let cross = |op: &str| checks.iter().find(|c| c.op == format!("step: {op}") && c.dtype == "bf16↔f32");
+    let error = |op: &str| cross(op).expect(op).rel_error;
     for op in ["policy log-probs", "reference log-probs", "gradients (clipped)"] {
         assert!(error(op) > 1e-5, "{op}: the bf16 step gave the f32 step's values ({:e})", error(op));
     }

@@ -17,7 +17,7 @@ mod table;
 use sapo_core::backend::Backend;
 
 pub use ops::{OpShapes, check_matmuls, check_ops};
-pub use step::{StepSetup, check_reproducible, check_step, check_step_against};
+pub use step::{StepSetup, check_reproducible, check_step, check_step_precisions};
 pub use table::render;
 
 /// One comparison: an operation (or a quantity of the training step), its

@@ -72,6 +72,7 @@ impl StepSetup {
 /// What one backend's step gave, downloaded.
 #[derive(Debug, Clone)]
 struct StepOutcome {
+    precision: Precision,
     ema: Vec<f32>,
     generated: Vec<Vec<u32>>,
     reference: Vec<f32>,
@@ -174,6 +175,7 @@ fn sapo_step<B: Backend>(backend: &B, setup: &StepSetup) -> Result<StepOutcome> 
     let hp = AdamWParams { weight_decay: 0.01, ..AdamWParams::default() };
     on("backend", optimizer.update(backend, &mut params, &grads, 1e-3, &hp))?;
     Ok(StepOutcome {
+        precision: setup.precision,
         ema: download_params(backend, &ema)?,
         generated,
         reference,
@@ -185,34 +187,75 @@ fn sapo_step<B: Backend>(backend: &B, setup: &StepSetup) -> Result<StepOutcome> 
     })
 }
 
-/// Runs the step on both backends and compares every quantity. A bf16
-/// step is held to [`BF16_TOLERANCE`] wherever the f32 step is held to a
-/// step or operation tolerance (the EMA update and the greedy tokens, f32
-/// either way, keep theirs).
+/// Runs the step on both backends in `setup.precision` and compares every
+/// quantity. A bf16 step is held to [`BF16_TOLERANCE`] wherever the f32
+/// step is held to a step or operation tolerance (the EMA update and the
+/// greedy tokens, f32 either way, keep theirs).
 ///
 /// # Errors
 /// A backend error on either side.
 pub fn check_step<R: Backend, C: Backend>(backends: Backends<'_, R, C>, setup: &StepSetup) -> Result<Vec<Check>> {
-    check_step_against(backends, setup, setup)
+    let reference = run_step("reference", backends.reference, setup)?;
+    let candidate = run_step("candidate", backends.candidate, setup)?;
+    Ok(compare_steps(setup, &reference, &candidate, setup.precision))
 }
 
-/// [`check_step`] with the candidate's step set up differently from the
-/// reference's: the same step in another precision. A bf16 step against
-/// the f32 reference is held to [`BF16_AGAINST_F32_TOLERANCE`] (the EMA
-/// update and the greedy tokens, f32 either way, keep theirs).
+/// Everything `sapo verify` checks of the step, running each step once: the
+/// f32 step on both backends, the bf16 step on both, the candidate's bf16
+/// step against the reference's f32 step (what the rounding costs, held to
+/// [`BF16_AGAINST_F32_TOLERANCE`]), and the candidate's f32 step run a
+/// second time (the same bits, as [`check_reproducible`]).
 ///
 /// # Errors
-/// A backend error on either side, or setups of different models or pairs.
-pub fn check_step_against<R: Backend, C: Backend>(
+/// A backend error on either side.
+pub fn check_step_precisions<R: Backend, C: Backend>(
     backends: Backends<'_, R, C>,
     setup: &StepSetup,
-    candidate_setup: &StepSetup,
 ) -> Result<Vec<Check>> {
-    if setup.config != candidate_setup.config || setup.pairs != candidate_setup.pairs {
-        return Err(anyhow!("the two steps must run the same model on the same pairs"));
-    }
-    let reference = sapo_step(backends.reference, setup).map_err(|e| anyhow!("reference backend: {e}"))?;
-    let candidate = sapo_step(backends.candidate, candidate_setup).map_err(|e| anyhow!("candidate backend: {e}"))?;
+    let f32_setup = setup.clone().with_precision(Precision::F32);
+    let bf16_setup = setup.clone().with_precision(Precision::Bf16);
+    let reference_f32 = run_step("reference", backends.reference, &f32_setup)?;
+    let candidate_f32 = run_step("candidate", backends.candidate, &f32_setup)?;
+    let candidate_again = run_step("candidate", backends.candidate, &f32_setup)?;
+    let reference_bf16 = run_step("reference", backends.reference, &bf16_setup)?;
+    let candidate_bf16 = run_step("candidate", backends.candidate, &bf16_setup)?;
+    let mut checks = compare_steps(setup, &reference_f32, &candidate_f32, Precision::F32);
+    checks.extend(compare_steps(setup, &reference_bf16, &candidate_bf16, Precision::Bf16));
+    let mut cross = compare_steps(setup, &reference_f32, &candidate_bf16, Precision::Bf16);
+    // The EMA update and the generation are f32 in both steps: checked above.
+    cross.retain(|check| check.dtype == BF16_AGAINST_F32);
+    checks.extend(cross);
+    checks.push(same_bits(setup, &candidate_f32, &candidate_again));
+    Ok(checks)
+}
+
+/// Runs the step twice on one backend and checks that every output is the
+/// same bits both times (rel. error 0): a backend without float atomics in
+/// its reductions and scatter-adds makes runs reproducible.
+///
+/// # Errors
+/// A backend error.
+pub fn check_reproducible<B: Backend>(backend: &B, setup: &StepSetup) -> Result<Check> {
+    let first = run_step("the", backend, setup)?;
+    let second = run_step("the", backend, setup)?;
+    Ok(same_bits(setup, &first, &second))
+}
+
+/// The label of a bf16 step's quantities compared with an f32 step's.
+const BF16_AGAINST_F32: &str = "bf16↔f32";
+
+fn run_step<B: Backend>(side: &str, backend: &B, setup: &StepSetup) -> Result<StepOutcome> {
+    sapo_step(backend, setup).map_err(|e| anyhow!("{side} backend: {e}"))
+}
+
+/// Every quantity of two runs of the step. `candidate_precision` is the
+/// candidate's; the reference ran in f32 or in the same precision.
+fn compare_steps(
+    setup: &StepSetup,
+    reference: &StepOutcome,
+    candidate: &StepOutcome,
+    candidate_precision: Precision,
+) -> Vec<Check> {
     let c = &setup.config;
     let model = format!(
         "L={} C={} H={} KVH={} V={} pairs={}",
@@ -223,10 +266,11 @@ pub fn check_step_against<R: Backend, C: Backend>(
         c.vocab_size,
         setup.pairs.len()
     );
-    let (passes, step_tolerance, update_tolerance) = match (setup.precision, candidate_setup.precision) {
-        (Precision::F32, Precision::F32) => ("f32", F32_STEP_TOLERANCE, F32_OP_TOLERANCE),
-        (Precision::Bf16, Precision::Bf16) => ("bf16", BF16_TOLERANCE, BF16_TOLERANCE),
-        _ => ("bf16↔f32", BF16_AGAINST_F32_TOLERANCE, BF16_AGAINST_F32_TOLERANCE),
+    let same_precision = reference.precision == candidate_precision;
+    let (passes, step_tolerance, update_tolerance) = match (candidate_precision, same_precision) {
+        (Precision::F32, _) => ("f32", F32_STEP_TOLERANCE, F32_OP_TOLERANCE),
+        (Precision::Bf16, true) => ("bf16", BF16_TOLERANCE, BF16_TOLERANCE),
+        (Precision::Bf16, false) => (BF16_AGAINST_F32, BF16_AGAINST_F32_TOLERANCE, BF16_AGAINST_F32_TOLERANCE),
     };
     let check = |op: &str, rel_error: f64, dtype: &'static str, tolerance: f64| Check {
         op: format!("step: {op}"),
@@ -241,7 +285,7 @@ pub fn check_step_against<R: Backend, C: Backend>(
     } else {
         f64::INFINITY
     };
-    Ok(vec![
+    vec![
         check("EMA update", relative_error(&reference.ema, &candidate.ema), "f32", F32_OP_TOLERANCE),
         // Greedy tokens: the fraction of pairs whose segment differs.
         check("greedy segment (pairs differing)", generated_error, "u32", 0.0),
@@ -256,28 +300,21 @@ pub fn check_step_against<R: Backend, C: Backend>(
         check("grad norm", scalar_error(reference.grad_norm, candidate.grad_norm), passes, step_tolerance),
         check("gradients (clipped)", relative_error(&reference.grads, &candidate.grads), passes, step_tolerance),
         check("weights after AdamW", relative_error(&reference.params, &candidate.params), passes, update_tolerance),
-    ])
+    ]
 }
 
-/// Runs the step twice on one backend and checks that every output is the
-/// same bits both times (rel. error 0): a backend without float atomics in
-/// its reductions and scatter-adds makes runs reproducible.
-///
-/// # Errors
-/// A backend error.
-pub fn check_reproducible<B: Backend>(backend: &B, setup: &StepSetup) -> Result<Check> {
-    let first = sapo_step(backend, setup)?;
-    let second = sapo_step(backend, setup)?;
+/// Whether two runs of the step gave the same bits everywhere (0) or not.
+fn same_bits(setup: &StepSetup, first: &StepOutcome, second: &StepOutcome) -> Check {
     let flat = |o: &StepOutcome| -> Vec<f32> {
         [o.ema.as_slice(), &o.reference, &o.policy, &o.grads, &o.params, &[o.loss as f32, o.grad_norm as f32]].concat()
     };
-    let (a, b) = (flat(&first), flat(&second));
+    let (a, b) = (flat(first), flat(second));
     let identical = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits())
         && first.generated == second.generated
         && first.loss.to_bits() == second.loss.to_bits()
         && first.grad_norm.to_bits() == second.grad_norm.to_bits();
     let rel_error = if identical { 0.0 } else { relative_error(&a, &b).max(f64::MIN_POSITIVE) };
-    Ok(Check {
+    Check {
         op: "step: run twice, same bits".into(),
         shape: format!(
             "L={} C={} pairs={}",
@@ -285,8 +322,8 @@ pub fn check_reproducible<B: Backend>(backend: &B, setup: &StepSetup) -> Result<
             setup.config.hidden_size,
             setup.pairs.len()
         ),
-        dtype: "f32",
+        dtype: first.precision.name(),
         rel_error,
         tolerance: 0.0,
-    })
+    }
 }
