@@ -115,6 +115,7 @@ pub(crate) fn gemm_bf16(
     }
     let config = gemm_config(spec);
     let stream = backend.stream();
+    // The guards record the stream's use of each buffer when dropped, after the call.
     let (a_ptr, _a_read) = a.bytes.device_ptr(stream);
     let (b_ptr, _b_read) = b.bytes.device_ptr(stream);
     let (out_ptr, _out_write) = out.bytes.device_ptr_mut(stream);
@@ -145,6 +146,5 @@ pub(crate) fn gemm_bf16(
             cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )?;
     }
-    drop((_a_read, _b_read, _out_write));
     backend.sync_if_profiling()
 }

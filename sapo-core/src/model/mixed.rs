@@ -17,6 +17,8 @@
 //! is small beside the products themselves. An activation is rounded into a
 //! scratch buffer just before the products that read it.
 
+use alloc::vec::Vec;
+
 use half::bf16;
 
 use super::config::LlamaConfig;
@@ -99,7 +101,7 @@ impl Matrix {
 #[derive(Debug)]
 pub(crate) struct Bf16Workspace<B: Backend> {
     /// The current layer's weights, in [`Matrix`] order.
-    weights: [B::Buf<bf16>; 7],
+    weights: Vec<B::Buf<bf16>>,
     /// A product's activation operand `[T, max(C, H·D, I)]`.
     input: B::Buf<bf16>,
     /// A backward product's output-gradient operand, as large.
@@ -109,18 +111,12 @@ pub(crate) struct Bf16Workspace<B: Backend> {
 impl<B: Backend> Bf16Workspace<B> {
     /// Buffers for batches of up to `max_tokens` tokens.
     pub(crate) fn new(backend: &B, config: &LlamaConfig, max_tokens: usize) -> Result<Self, B::Error> {
-        let widest = config.hidden_size.max(config.q_dim()).max(config.intermediate_size).max(config.kv_dim());
-        let [q, k, v, o, gate, up, down] = Matrix::ALL.map(|matrix| matrix.len(config));
+        // Every product operand is [T, C], [T, H·D], [T, KVH·D] or [T, I],
+        // and KVH·D ≤ H·D.
+        let widest = config.hidden_size.max(config.q_dim()).max(config.intermediate_size);
+        let weights = Matrix::ALL.iter().map(|matrix| backend.zeros(matrix.len(config))).collect::<Result<_, _>>()?;
         Ok(Bf16Workspace {
-            weights: [
-                backend.zeros(q)?,
-                backend.zeros(k)?,
-                backend.zeros(v)?,
-                backend.zeros(o)?,
-                backend.zeros(gate)?,
-                backend.zeros(up)?,
-                backend.zeros(down)?,
-            ],
+            weights,
             input: backend.zeros(max_tokens * widest)?,
             grad: backend.zeros(max_tokens * widest)?,
         })
