@@ -7,10 +7,15 @@ use std::path::PathBuf;
 
 use sapo_host::train::config::fixtures_dir;
 
-/// An empty directory under the system temp dir, unique to this test
-/// process, `suite` and `name`.
+/// An empty directory for `suite`'s test `name`, under cargo's scratch
+/// directory for integration tests (`target/tmp`).
+///
+/// The name is fixed, not per process: each run empties and reuses the
+/// previous run's directory, so a run's files stay there to inspect after a
+/// failure, and repeated runs do not pile up (per-process names in the
+/// system temp dir left ~400 MB behind per `cargo test`).
 pub fn run_dir(suite: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sapo-{suite}-{}-{name}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sapo-{suite}-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
