@@ -487,6 +487,46 @@ pub trait Backend {
         channels: usize,
         vocab: usize,
     ) -> Result<(), Self::Error>;
+    /// [`Backend::token_logprobs_forward`] with the products in bf16, as
+    /// [`crate::model::Precision::Bf16`] runs the LM head: each gathered
+    /// hidden row is rounded to bf16, `lm_head` is already bf16, and the
+    /// logits are their [`Backend::matmul_bf16`] product, summed and kept in
+    /// f32, as is the log-softmax. (PyTorch autocast rounds the logits
+    /// themselves to bf16; keeping them f32 costs nothing on the tensor
+    /// cores and keeps log-probs near 30 nats from losing 0.125 to rounding.)
+    #[allow(clippy::too_many_arguments)]
+    fn token_logprobs_forward_bf16(
+        &self,
+        logps: &mut Self::Buf<f32>,
+        lse: &mut Self::Buf<f32>,
+        hidden: &Self::Buf<f32>,
+        lm_head: &Self::Buf<bf16>,
+        rows: &Self::Buf<u32>,
+        targets: &Self::Buf<u32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), Self::Error>;
+    /// [`Backend::token_logprobs_backward`] with the products in bf16: the
+    /// logits are recomputed as in [`Backend::token_logprobs_forward_bf16`],
+    /// `dlogits` is computed in f32 and rounded to bf16, and both of its
+    /// products (with the bf16 `lm_head` and the rounded hidden rows) sum in
+    /// f32 into the f32 `dhidden` and `dlm_head`.
+    #[allow(clippy::too_many_arguments)]
+    fn token_logprobs_backward_bf16(
+        &self,
+        dhidden: &mut Self::Buf<f32>,
+        dlm_head: &mut Self::Buf<f32>,
+        dlogps: &Self::Buf<f32>,
+        hidden: &Self::Buf<f32>,
+        lm_head: &Self::Buf<bf16>,
+        rows: &Self::Buf<u32>,
+        targets: &Self::Buf<u32>,
+        lse: &Self::Buf<f32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), Self::Error>;
     /// Per-sequence sums and means of row log-probs: `sums[s] = Σ_{r: row_seqs[r] = s} logps[r]`,
     /// `means[s] = sums[s] / count_s` (0 for a sequence with no rows);
     /// accumulated in f64.

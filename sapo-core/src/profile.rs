@@ -364,6 +364,44 @@ impl<B: Backend> Backend for Profiled<B> {
         })
     }
 
+    fn token_logprobs_forward_bf16(
+        &self,
+        logps: &mut B::Buf<f32>,
+        lse: &mut B::Buf<f32>,
+        hidden: &B::Buf<f32>,
+        lm_head: &B::Buf<half::bf16>,
+        rows: &B::Buf<u32>,
+        targets: &B::Buf<u32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), B::Error> {
+        self.time("token_logprobs_forward_bf16", || {
+            self.inner.token_logprobs_forward_bf16(logps, lse, hidden, lm_head, rows, targets, n_rows, channels, vocab)
+        })
+    }
+
+    fn token_logprobs_backward_bf16(
+        &self,
+        dhidden: &mut B::Buf<f32>,
+        dlm_head: &mut B::Buf<f32>,
+        dlogps: &B::Buf<f32>,
+        hidden: &B::Buf<f32>,
+        lm_head: &B::Buf<half::bf16>,
+        rows: &B::Buf<u32>,
+        targets: &B::Buf<u32>,
+        lse: &B::Buf<f32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), B::Error> {
+        self.time("token_logprobs_backward_bf16", || {
+            self.inner.token_logprobs_backward_bf16(
+                dhidden, dlm_head, dlogps, hidden, lm_head, rows, targets, lse, n_rows, channels, vocab,
+            )
+        })
+    }
+
     fn sequence_logprobs(
         &self,
         sums: &mut B::Buf<f32>,

@@ -8,12 +8,12 @@
 //! each parameter's gradient ≤ 1e-4 relative (‖a − b‖/‖b‖ per tensor).
 //!
 //! bf16 mixed precision is checked twice: against `golden_bf16.safetensors`
-//! (transformers with the same bf16 rounding of every layer product's
+//! (transformers with the same bf16 rounding of every matrix product's
 //! operands, `fixtures/models/generate_bf16_goldens.py`) within the f32
-//! tolerances above (gradients 1e-3: see `SAME_ROUNDING`), which shows that
+//! tolerances above (gradients 5e-3: see `SAME_ROUNDING`), which shows that
 //! sapo computes that definition; and
 //! against the unrounded f64 goldens, which measures what the rounding costs
-//! (log-probs and loss ≤ 1e-2, gradients ≤ 3e-2).
+//! (log-probs and loss ≤ 1e-2, gradients ≤ 5e-2).
 
 mod common;
 
@@ -36,15 +36,20 @@ struct Checked {
 /// The f32 tolerances: log-probs and loss, gradients.
 const TIGHT: (f64, f64) = (1e-5, 1e-4);
 /// Against transformers with the same bf16 rounding: as [`TIGHT`] for the
-/// log-probs, 1e-3 for the gradients. sapo agrees to 1.5e-7 (tiny-llama),
-/// 4.6e-5 (tiny-qwen2) and 2.9e-4 (tiny-llama-untied): an operand whose f32
-/// value lies within sapo's and torch's last-bit differences of a bf16
-/// rounding boundary rounds the other way. The goldens are that sensitive:
-/// one ulp of noise on each operand moves their gradients by up to 9.2e-3
+/// log-probs, 5e-3 for the gradients. sapo's log-probs agree to 6.0e-8 and
+/// its gradients to 6.5e-7 (tiny-qwen2), 7.5e-4 (tiny-llama) and 2.9e-3
+/// (tiny-llama-untied, layer 0's k_proj): an operand whose f32 value lies
+/// within sapo's and torch's last-bit differences of a bf16 rounding
+/// boundary (a logit gradient, most often) rounds the other way, and the
+/// difference grows layer by layer on the way back. The goldens are that
+/// sensitive: one ulp of noise on each operand moves their log-probs by up
+/// to 4.2e-4 and their gradients by up to 7.8e-3
 /// (`generate_bf16_goldens.py --check`). So a change of sapo's summation
-/// order can flip another operand and fail this check without being wrong;
-/// `--check` tells which models are exposed.
-const SAME_ROUNDING: (f64, f64) = (1e-5, 1e-3);
+/// order can flip other operands and fail this check without being wrong;
+/// `--check` tells which models are exposed. What the check catches: goldens
+/// whose LM head is not rounded differ by 4.5e-4 to 6.6e-4 in the log-probs
+/// and 7.6e-3 to 8.5e-3 in the gradients.
+const SAME_ROUNDING: (f64, f64) = (1e-5, 5e-3);
 
 fn check_model(name: &str, recompute: bool) -> Vec<Vec<f32>> {
     check_model_in(name, recompute, Precision::F32, "golden.safetensors", TIGHT).grads
@@ -185,7 +190,10 @@ fn bf16_mixed_precision_matches_transformers_with_the_same_rounding() {
 fn bf16_mixed_precision_stays_near_the_unrounded_f64_goldens() {
     for name in ["tiny-llama", "tiny-llama-untied", "tiny-qwen2"] {
         let f32 = check_model_in(name, false, Precision::F32, "golden.safetensors", TIGHT);
-        let bf16 = check_model_in(name, false, Precision::Bf16, "golden.safetensors", (1e-2, 3e-2));
+        // What the rounding costs: at most 2.0e-3 in the log-probs and 2.9e-2
+        // in a gradient (tiny-llama's; 2.6e-2 before the LM head was rounded
+        // too), against the O(1) of a broken pass.
+        let bf16 = check_model_in(name, false, Precision::Bf16, "golden.safetensors", (1e-2, 5e-2));
         // The products really ran on bf16 operands: their rounding (2⁻⁹
         // relative) shows far above f32's.
         assert!(

@@ -14,6 +14,10 @@ use crate::error::{CudaError, check_at_least, check_exact, dim};
 use crate::kernels::Kernels;
 use crate::matmul;
 
+mod lm_head;
+
+use lm_head::LmHead;
+
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;
 /// Grid-stride kernels never launch more blocks than this (enough to fill
@@ -40,6 +44,9 @@ struct Scratch {
     logits: Option<CudaBuf<f32>>,
     /// Hidden-row gradients of one block `[rows, C]`.
     rows_dhidden: Option<CudaBuf<f32>>,
+    /// A bf16 LM head's rounded hidden rows and logit gradients.
+    rows_hidden_bf16: Option<CudaBuf<bf16>>,
+    logits_bf16: Option<CudaBuf<bf16>>,
     /// Attention's `dout·out` per (token, head).
     attention_delta: Option<CudaBuf<f32>>,
     /// Scored rows per sequence.
@@ -819,42 +826,8 @@ impl Backend for CudaBackend {
         channels: usize,
         vocab: usize,
     ) -> Result {
-        const OP: &str = "token_logprobs_forward";
-        check_at_least(OP, "logps", logps.len, n_rows)?;
-        check_at_least(OP, "lse", lse.len, n_rows)?;
-        check_at_least(OP, "rows", rows.len, n_rows)?;
-        check_at_least(OP, "targets", targets.len, n_rows)?;
-        check_exact(OP, "lm_head", lm_head.len, vocab * channels)?;
-        if n_rows == 0 {
-            return Ok(());
-        }
-        let (c, v) = (dim(OP, "channels", channels)?, dim(OP, "vocab", vocab)?);
-        let block_rows = (MAX_LOGITS_PER_BLOCK / vocab.max(1)).clamp(1, n_rows);
-        let mut scratch = self.scratch()?;
-        let Scratch { rows_hidden, logits, .. } = &mut *scratch;
-        let rows_hidden = self.grow(rows_hidden, block_rows * channels)?;
-        let logits = self.grow(logits, block_rows * vocab)?;
-        for first in (0..n_rows).step_by(block_rows) {
-            let count = block_rows.min(n_rows - first);
-            let (first32, count32) = (first as u32, count as u32);
-            self.launch(&self.kernels.gather_rows, Self::elementwise(count * channels), |args| {
-                args.buf_mut(rows_hidden).buf(hidden).buf(rows).value(&first32).value(&count32).value(&c);
-            })?;
-            let spec = MatmulSpec {
-                m: count,
-                k: channels,
-                n: vocab,
-                transpose_a: false,
-                transpose_b: true,
-                accumulate: false,
-            };
-            matmul::gemm(self, &mut logits.view_mut(), &rows_hidden.view(), &lm_head.view(), spec, 1)?;
-            self.launch(&self.kernels.logits_lse, Self::per_row(count), |args| {
-                args.buf_mut(logps).buf_mut(lse).buf(logits).buf(targets);
-                args.value(&first32).value(&count32).value(&v);
-            })?;
-        }
-        Ok(())
+        let head = LmHead::F32(lm_head);
+        self.lm_head_forward("token_logprobs_forward", logps, lse, hidden, head, rows, targets, n_rows, channels, vocab)
     }
 
     fn token_logprobs_backward(
@@ -871,67 +844,66 @@ impl Backend for CudaBackend {
         channels: usize,
         vocab: usize,
     ) -> Result {
-        const OP: &str = "token_logprobs_backward";
-        for (name, len) in [("dlogps", dlogps.len), ("rows", rows.len), ("targets", targets.len), ("lse", lse.len)] {
-            check_at_least(OP, name, len, n_rows)?;
-        }
-        check_exact(OP, "lm_head", lm_head.len, vocab * channels)?;
-        check_exact(OP, "dlm_head", dlm_head.len, vocab * channels)?;
-        check_at_least(OP, "dhidden", dhidden.len, hidden.len)?;
-        if n_rows == 0 {
-            return Ok(());
-        }
-        let (c, v) = (dim(OP, "channels", channels)?, dim(OP, "vocab", vocab)?);
-        let block_rows = (MAX_LOGITS_PER_BLOCK / vocab.max(1)).clamp(1, n_rows);
-        let mut scratch = self.scratch()?;
-        let Scratch { rows_hidden, logits, rows_dhidden, .. } = &mut *scratch;
-        let rows_hidden = self.grow(rows_hidden, block_rows * channels)?;
-        let logits = self.grow(logits, block_rows * vocab)?;
-        let rows_dhidden = self.grow(rows_dhidden, block_rows * channels)?;
-        // Distinct rows (what a packed batch gives: one row per scored
-        // token) are added without atomics, so the result is reproducible;
-        // repeated rows need the atomic kernel.
-        let mut rows_host = self.download(rows)?;
-        rows_host.truncate(n_rows);
-        rows_host.sort_unstable();
-        let distinct = rows_host.windows(2).all(|pair| pair[0] != pair[1]);
-        let scatter = if distinct { &self.kernels.add_rows } else { &self.kernels.scatter_add_rows };
-        for first in (0..n_rows).step_by(block_rows) {
-            let count = block_rows.min(n_rows - first);
-            let (first32, count32) = (first as u32, count as u32);
-            self.launch(&self.kernels.gather_rows, Self::elementwise(count * channels), |args| {
-                args.buf_mut(rows_hidden).buf(hidden).buf(rows).value(&first32).value(&count32).value(&c);
-            })?;
-            let to_logits = MatmulSpec {
-                m: count,
-                k: channels,
-                n: vocab,
-                transpose_a: false,
-                transpose_b: true,
-                accumulate: false,
-            };
-            matmul::gemm(self, &mut logits.view_mut(), &rows_hidden.view(), &lm_head.view(), to_logits, 1)?;
-            self.launch(&self.kernels.logits_grad, Self::elementwise(count * vocab), |args| {
-                args.buf_mut(logits).buf(dlogps).buf(targets).buf(lse).value(&first32).value(&count32).value(&v);
-            })?;
-            // dhidden rows = dlogits · W; dW += dlogitsᵀ · hidden rows.
-            let to_hidden = MatmulSpec {
-                m: count,
-                k: vocab,
-                n: channels,
-                transpose_a: false,
-                transpose_b: false,
-                accumulate: false,
-            };
-            matmul::gemm(self, &mut rows_dhidden.view_mut(), &logits.view(), &lm_head.view(), to_hidden, 1)?;
-            let to_head =
-                MatmulSpec { m: vocab, k: count, n: channels, transpose_a: true, transpose_b: false, accumulate: true };
-            matmul::gemm(self, &mut dlm_head.view_mut(), &logits.view(), &rows_hidden.view(), to_head, 1)?;
-            self.launch(scatter, Self::elementwise(count * channels), |args| {
-                args.buf_mut(dhidden).buf(rows_dhidden).buf(rows).value(&first32).value(&count32).value(&c);
-            })?;
-        }
-        Ok(())
+        self.lm_head_backward(
+            "token_logprobs_backward",
+            dhidden,
+            dlm_head,
+            dlogps,
+            hidden,
+            LmHead::F32(lm_head),
+            rows,
+            targets,
+            lse,
+            n_rows,
+            channels,
+            vocab,
+        )
+    }
+
+    fn token_logprobs_forward_bf16(
+        &self,
+        logps: &mut CudaBuf<f32>,
+        lse: &mut CudaBuf<f32>,
+        hidden: &CudaBuf<f32>,
+        lm_head: &CudaBuf<bf16>,
+        rows: &CudaBuf<u32>,
+        targets: &CudaBuf<u32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result {
+        let (op, head) = ("token_logprobs_forward_bf16", LmHead::Bf16(lm_head));
+        self.lm_head_forward(op, logps, lse, hidden, head, rows, targets, n_rows, channels, vocab)
+    }
+
+    fn token_logprobs_backward_bf16(
+        &self,
+        dhidden: &mut CudaBuf<f32>,
+        dlm_head: &mut CudaBuf<f32>,
+        dlogps: &CudaBuf<f32>,
+        hidden: &CudaBuf<f32>,
+        lm_head: &CudaBuf<bf16>,
+        rows: &CudaBuf<u32>,
+        targets: &CudaBuf<u32>,
+        lse: &CudaBuf<f32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result {
+        self.lm_head_backward(
+            "token_logprobs_backward_bf16",
+            dhidden,
+            dlm_head,
+            dlogps,
+            hidden,
+            LmHead::Bf16(lm_head),
+            rows,
+            targets,
+            lse,
+            n_rows,
+            channels,
+            vocab,
+        )
     }
 
     fn sequence_logprobs(

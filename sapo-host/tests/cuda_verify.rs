@@ -11,7 +11,7 @@ use sapo_host::model_files;
 use sapo_host::verify::{self, Backends, Check, OpShapes, StepSetup};
 
 /// Every operation of the `Backend` trait, as the checks name them.
-const TRAIT_OPS: [&str; 32] = [
+const TRAIT_OPS: [&str; 34] = [
     "upload/write/download",
     "fill_zero",
     "copy",
@@ -37,6 +37,8 @@ const TRAIT_OPS: [&str; 32] = [
     "add_assign",
     "token_logprobs_forward",
     "token_logprobs_backward",
+    "token_logprobs_forward_bf16",
+    "token_logprobs_backward_bf16",
     "sequence_logprobs",
     "sequence_logprobs_backward",
     "adamw_step",

@@ -6,8 +6,16 @@
 //! `logits = hidden[t]·Wᵀ`, `lse = log Σ_v e^{logits_v}`, `logp = logits_y − lse`.
 //! Backward: `dlogits_v = dlogp·(1[v = y] − e^{logits_v − lse})`,
 //! `dhidden[t] += dlogits·W`, `dW += dlogitsᵀ·hidden[t]`.
+//!
+//! The `_bf16` variants take a bf16 `W` and round the products' other
+//! operands (the hidden rows, and `dlogits` in backward) to bf16; the sums,
+//! logits and log-softmax stay f32. Widening a bf16 value is exact and so
+//! is the f32 product of two of them, so this is the bf16 product with f32
+//! sums, in the f32 path's summation order.
 
 use alloc::vec::Vec;
+
+use half::bf16;
 
 use super::error::{CpuError, check_index, check_len};
 use super::float::CpuFloat;
@@ -34,6 +42,8 @@ pub struct LogprobScratch<F> {
     hidden_rows: Vec<F>,
     logits: Vec<F>,
     dhidden_rows: Vec<F>,
+    /// The bf16 variants' LM head, widened.
+    widened_head: Vec<F>,
 }
 
 impl<F> LogprobScratch<F> {
@@ -45,6 +55,7 @@ impl<F> LogprobScratch<F> {
             hidden_rows: Vec::new(),
             logits: Vec::new(),
             dhidden_rows: Vec::new(),
+            widened_head: Vec::new(),
         }
     }
 
@@ -86,7 +97,23 @@ fn check(
     Ok(n_tokens)
 }
 
-/// Gathers a block's hidden rows and computes its logits into the scratch.
+/// Rounds an operand in place: to bf16 and back for the bf16 variants.
+type Rounding<F> = Option<fn(&mut [F])>;
+
+/// Each value to the nearest bf16 (ties to even), kept as f32.
+fn round_to_bf16_in_place(values: &mut [f32]) {
+    let round = |chunk: &mut [f32]| chunk.iter_mut().for_each(|value| *value = bf16::from_f32(*value).to_f32());
+    #[cfg(feature = "fast")]
+    {
+        use rayon::prelude::*;
+        values.par_chunks_mut(1 << 14).for_each(round);
+    }
+    #[cfg(not(feature = "fast"))]
+    round(values);
+}
+
+/// Gathers a block's hidden rows (rounded by `round`) and computes its
+/// logits into the scratch.
 fn block_logits<F: CpuFloat>(
     scratch: &mut LogprobScratch<F>,
     hidden: &[F],
@@ -94,6 +121,7 @@ fn block_logits<F: CpuFloat>(
     block_rows: &[u32],
     channels: usize,
     vocab: usize,
+    round: Rounding<F>,
 ) -> Result<(), CpuError> {
     let n = block_rows.len();
     ensure(&mut scratch.hidden_rows, n * channels);
@@ -101,6 +129,9 @@ fn block_logits<F: CpuFloat>(
     for (slot, &row) in block_rows.iter().enumerate() {
         let source = &hidden[row as usize * channels..][..channels];
         scratch.hidden_rows[slot * channels..][..channels].copy_from_slice(source);
+    }
+    if let Some(round) = round {
+        round(&mut scratch.hidden_rows[..n * channels]);
     }
     let spec = MatmulSpec { m: n, k: channels, n: vocab, transpose_a: false, transpose_b: true, accumulate: false };
     matmul(&mut scratch.logits[..n * vocab], &scratch.hidden_rows[..n * channels], lm_head, spec)
@@ -156,9 +187,84 @@ pub fn token_logprobs_forward<F: CpuFloat>(
     vocab: usize,
     scratch: &mut LogprobScratch<F>,
 ) -> Result<(), CpuError> {
-    const OP: &str = "token_logprobs_forward";
+    forward("token_logprobs_forward", logps, lse, hidden, lm_head, rows, targets, channels, vocab, scratch, None)
+}
+
+/// [`token_logprobs_forward`] with a bf16 LM head and the hidden rows
+/// rounded to bf16 (see the module docs).
+///
+/// ```
+/// use half::bf16;
+/// use sapo_core::cpu::ops::{token_logprobs_forward, token_logprobs_forward_bf16, LogprobScratch};
+/// // 1.003 is not a bf16 value: it is rounded to 1.0 before the product.
+/// let lm_head = [bf16::from_f32(0.0), bf16::from_f32(3.0_f32.ln())];
+/// let (mut logps, mut lse) = ([0.0_f32], [0.0_f32]);
+/// let mut scratch = LogprobScratch::default();
+/// token_logprobs_forward_bf16(&mut logps, &mut lse, &[1.003], &lm_head, &[0], &[1], 1, 2, &mut scratch)?;
+/// let widened = [0.0, lm_head[1].to_f32()];
+/// let (mut expected, mut expected_lse) = ([0.0_f32], [0.0_f32]);
+/// token_logprobs_forward(&mut expected, &mut expected_lse, &[1.0], &widened, &[0], &[1], 1, 2, &mut scratch)?;
+/// assert_eq!(logps, expected);
+/// # Ok::<(), sapo_core::cpu::CpuError>(())
+/// ```
+///
+/// # Errors
+/// A length mismatch, a row ≥ T or a target ≥ V.
+#[allow(clippy::too_many_arguments)]
+pub fn token_logprobs_forward_bf16(
+    logps: &mut [f32],
+    lse: &mut [f32],
+    hidden: &[f32],
+    lm_head: &[bf16],
+    rows: &[u32],
+    targets: &[u32],
+    channels: usize,
+    vocab: usize,
+    scratch: &mut LogprobScratch<f32>,
+) -> Result<(), CpuError> {
+    let head = widen_head(scratch, lm_head);
+    let result = forward(
+        "token_logprobs_forward_bf16",
+        logps,
+        lse,
+        hidden,
+        &head,
+        rows,
+        targets,
+        channels,
+        vocab,
+        scratch,
+        Some(round_to_bf16_in_place),
+    );
+    scratch.widened_head = head;
+    result
+}
+
+/// The bf16 head widened into the scratch's buffer, taken out of the
+/// scratch for the call (the caller puts it back).
+fn widen_head(scratch: &mut LogprobScratch<f32>, lm_head: &[bf16]) -> Vec<f32> {
+    let mut head = core::mem::take(&mut scratch.widened_head);
+    head.clear();
+    head.extend(lm_head.iter().map(|value| value.to_f32()));
+    head
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward<F: CpuFloat>(
+    op: &'static str,
+    logps: &mut [F],
+    lse: &mut [F],
+    hidden: &[F],
+    lm_head: &[F],
+    rows: &[u32],
+    targets: &[u32],
+    channels: usize,
+    vocab: usize,
+    scratch: &mut LogprobScratch<F>,
+    round: Rounding<F>,
+) -> Result<(), CpuError> {
     check(
-        OP,
+        op,
         hidden.len(),
         lm_head.len(),
         rows,
@@ -170,7 +276,7 @@ pub fn token_logprobs_forward<F: CpuFloat>(
     let per_block = scratch.rows_per_block(vocab);
     for start in (0..rows.len()).step_by(per_block) {
         let end = (start + per_block).min(rows.len());
-        block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
+        block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab, round)?;
         let block_lse = &mut lse[start..end];
         for_each_row(&mut scratch.logits[..(end - start) * vocab], block_lse, vocab, |row_logits, log_sum| {
             *log_sum = log_sum_exp(row_logits);
@@ -200,9 +306,68 @@ pub fn token_logprobs_backward<F: CpuFloat>(
     vocab: usize,
     scratch: &mut LogprobScratch<F>,
 ) -> Result<(), CpuError> {
-    const OP: &str = "token_logprobs_backward";
+    let op = "token_logprobs_backward";
+    backward(op, dhidden, dlm_head, dlogps, hidden, lm_head, rows, targets, lse, channels, vocab, scratch, None)
+}
+
+/// [`token_logprobs_backward`] with a bf16 LM head: the hidden rows and
+/// `dlogits` are rounded to bf16 before their products (see the module
+/// docs); `dhidden` and `dlm_head` stay f32.
+///
+/// # Errors
+/// A length mismatch, a row ≥ T or a target ≥ V.
+#[allow(clippy::too_many_arguments)]
+pub fn token_logprobs_backward_bf16(
+    dhidden: &mut [f32],
+    dlm_head: &mut [f32],
+    dlogps: &[f32],
+    hidden: &[f32],
+    lm_head: &[bf16],
+    rows: &[u32],
+    targets: &[u32],
+    lse: &[f32],
+    channels: usize,
+    vocab: usize,
+    scratch: &mut LogprobScratch<f32>,
+) -> Result<(), CpuError> {
+    let head = widen_head(scratch, lm_head);
+    let result = backward(
+        "token_logprobs_backward_bf16",
+        dhidden,
+        dlm_head,
+        dlogps,
+        hidden,
+        &head,
+        rows,
+        targets,
+        lse,
+        channels,
+        vocab,
+        scratch,
+        Some(round_to_bf16_in_place),
+    );
+    scratch.widened_head = head;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward<F: CpuFloat>(
+    op: &'static str,
+    dhidden: &mut [F],
+    dlm_head: &mut [F],
+    dlogps: &[F],
+    hidden: &[F],
+    lm_head: &[F],
+    rows: &[u32],
+    targets: &[u32],
+    lse: &[F],
+    channels: usize,
+    vocab: usize,
+    scratch: &mut LogprobScratch<F>,
+    round: Rounding<F>,
+) -> Result<(), CpuError> {
     check(
-        OP,
+        op,
         hidden.len(),
         lm_head.len(),
         rows,
@@ -211,13 +376,13 @@ pub fn token_logprobs_backward<F: CpuFloat>(
         channels,
         vocab,
     )?;
-    check_len(OP, "dhidden", dhidden.len(), hidden.len())?;
-    check_len(OP, "dlm_head", dlm_head.len(), lm_head.len())?;
+    check_len(op, "dhidden", dhidden.len(), hidden.len())?;
+    check_len(op, "dlm_head", dlm_head.len(), lm_head.len())?;
     let per_block = scratch.rows_per_block(vocab);
     for start in (0..rows.len()).step_by(per_block) {
         let end = (start + per_block).min(rows.len());
         let n = end - start;
-        block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab)?;
+        block_logits(scratch, hidden, lm_head, &rows[start..end], channels, vocab, round)?;
         // Logits become dlogits in place.
         let mut row_inputs: Vec<(F, F, usize)> =
             (start..end).map(|r| (dlogps[r], lse[r], targets[r] as usize)).collect();
@@ -227,6 +392,9 @@ pub fn token_logprobs_backward<F: CpuFloat>(
             }
             row[target] = row[target] + scale;
         });
+        if let Some(round) = round {
+            round(&mut scratch.logits[..n * vocab]);
+        }
         ensure(&mut scratch.dhidden_rows, n * channels);
         let to_hidden =
             MatmulSpec { m: n, k: vocab, n: channels, transpose_a: false, transpose_b: false, accumulate: false };
@@ -285,6 +453,104 @@ mod tests {
         check_gradients("logprob dhidden", &hidden, &dhidden, 1e-6, |h| loss(h, &lm_head, &mut scratch_h).0);
         let mut scratch_w = LogprobScratch::with_block_rows(16);
         check_gradients("logprob dlm_head", &lm_head, &dlm_head, 1e-6, |w| loss(&hidden, w, &mut scratch_w).0);
+    }
+
+    /// ‖a − b‖ / ‖b‖.
+    fn relative(a: &[f32], b: &[f32]) -> f64 {
+        let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+        norm(&mut a.iter().zip(b).map(|(x, y)| f64::from(x - y))) / norm(&mut b.iter().map(|&y| f64::from(y)))
+    }
+
+    #[test]
+    fn bf16_variants_round_the_hidden_rows_and_the_logit_gradients() {
+        // Blocks of 8 over 30 rows, tokens repeated; hidden values that are
+        // not bf16 values, so the rounding shows.
+        let (tokens, channels, vocab) = (11, 24, 53);
+        let rows: Vec<u32> = (0..30).map(|i| (i * 7 % tokens) as u32).collect();
+        let targets: Vec<u32> = (0..30).map(|i| (i * 5 % vocab) as u32).collect();
+        let hidden: Vec<f32> = random_vec::<f32>(6, tokens * channels).iter().map(|x| 3.0 * x).collect();
+        let head: Vec<bf16> = random_vec::<f32>(7, vocab * channels).into_iter().map(bf16::from_f32).collect();
+        let widened: Vec<f32> = head.iter().map(|x| x.to_f32()).collect();
+        let mut rounded = hidden.clone();
+        round_to_bf16_in_place(&mut rounded);
+        assert!(rounded != hidden);
+        let dlogps: Vec<f32> = random_vec(8, rows.len());
+        let (n, mut scratch) = (rows.len(), LogprobScratch::with_block_rows(8));
+
+        // Forward: exactly the f32 op on the rounded hidden states and the
+        // widened head (the products of bf16 values are exact in f32).
+        let (mut logps, mut lse) = (vec![0.0; n], vec![0.0; n]);
+        token_logprobs_forward_bf16(
+            &mut logps,
+            &mut lse,
+            &hidden,
+            &head,
+            &rows,
+            &targets,
+            channels,
+            vocab,
+            &mut scratch,
+        )
+        .expect("valid");
+        let (mut logps_f32, mut lse_f32) = (vec![0.0; n], vec![0.0; n]);
+        token_logprobs_forward(
+            &mut logps_f32,
+            &mut lse_f32,
+            &rounded,
+            &widened,
+            &rows,
+            &targets,
+            channels,
+            vocab,
+            &mut scratch,
+        )
+        .expect("valid");
+        assert_eq!((&logps, &lse), (&logps_f32, &lse_f32));
+
+        // Backward: the f32 op on the same inputs but for the rounding of
+        // the logit gradients, which moves the results by about bf16's
+        // precision (2⁻⁹ relative per element; 1.9e-3 here), not more.
+        let mut backward = |bf16_head: bool| {
+            let (mut dhidden, mut dhead) = (vec![0.0; hidden.len()], vec![0.0; head.len()]);
+            let result = if bf16_head {
+                let (h, w) = (&hidden, &head);
+                token_logprobs_backward_bf16(
+                    &mut dhidden,
+                    &mut dhead,
+                    &dlogps,
+                    h,
+                    w,
+                    &rows,
+                    &targets,
+                    &lse,
+                    channels,
+                    vocab,
+                    &mut scratch,
+                )
+            } else {
+                let (h, w) = (&rounded, &widened);
+                token_logprobs_backward(
+                    &mut dhidden,
+                    &mut dhead,
+                    &dlogps,
+                    h,
+                    w,
+                    &rows,
+                    &targets,
+                    &lse,
+                    channels,
+                    vocab,
+                    &mut scratch,
+                )
+            };
+            result.expect("valid");
+            (dhidden, dhead)
+        };
+        let ((dhidden, dhead), (dhidden_f32, dhead_f32)) = (backward(true), backward(false));
+        for (name, a, b) in [("dhidden", &dhidden, &dhidden_f32), ("dlm_head", &dhead, &dhead_f32)] {
+            let error = relative(a, b);
+            assert!(error > 0.0 && error < 1e-2, "{name}: relative difference {error:e}");
+        }
     }
 
     #[test]

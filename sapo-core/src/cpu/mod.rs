@@ -71,7 +71,8 @@ pub mod ops {
     pub use super::embedding::{embedding_backward, embedding_forward};
     pub use super::kv_cache::{attention_cached, kv_cache_write};
     pub use super::logprob::{
-        BLOCK_ELEMENTS, LogprobScratch, block_rows, token_logprobs_backward, token_logprobs_forward,
+        BLOCK_ELEMENTS, LogprobScratch, block_rows, token_logprobs_backward, token_logprobs_backward_bf16,
+        token_logprobs_forward, token_logprobs_forward_bf16,
     };
     pub use super::matmul::{add_bias, add_bias_backward, matmul, matmul_reference};
     pub use super::rms_norm::{rms_norm_backward, rms_norm_forward};
@@ -510,6 +511,61 @@ impl Backend for CpuBackend {
         let dhidden = head_mut(OP, "dhidden", dhidden, hidden.len())?;
         let mut scratch = self.logprob_scratch.borrow_mut();
         ops::token_logprobs_backward(
+            dhidden,
+            &mut dlm_head.0,
+            dlogps,
+            hidden,
+            &lm_head.0,
+            rows,
+            targets,
+            lse,
+            channels,
+            vocab,
+            &mut scratch,
+        )
+    }
+
+    fn token_logprobs_forward_bf16(
+        &self,
+        logps: &mut CpuBuffer<f32>,
+        lse: &mut CpuBuffer<f32>,
+        hidden: &CpuBuffer<f32>,
+        lm_head: &CpuBuffer<bf16>,
+        rows: &CpuBuffer<u32>,
+        targets: &CpuBuffer<u32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "token_logprobs_forward_bf16";
+        let (rows, targets) = (head(OP, "rows", rows, n_rows)?, head(OP, "targets", targets, n_rows)?);
+        let (logps, lse) = (head_mut(OP, "logps", logps, n_rows)?, head_mut(OP, "lse", lse, n_rows)?);
+        let hidden = &hidden.0; // whole [tokens, C] rows; the op bounds-checks each row
+        let mut scratch = self.logprob_scratch.borrow_mut();
+        ops::token_logprobs_forward_bf16(logps, lse, hidden, &lm_head.0, rows, targets, channels, vocab, &mut scratch)
+    }
+
+    fn token_logprobs_backward_bf16(
+        &self,
+        dhidden: &mut CpuBuffer<f32>,
+        dlm_head: &mut CpuBuffer<f32>,
+        dlogps: &CpuBuffer<f32>,
+        hidden: &CpuBuffer<f32>,
+        lm_head: &CpuBuffer<bf16>,
+        rows: &CpuBuffer<u32>,
+        targets: &CpuBuffer<u32>,
+        lse: &CpuBuffer<f32>,
+        n_rows: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result<(), CpuError> {
+        const OP: &str = "token_logprobs_backward_bf16";
+        let (rows, targets) = (head(OP, "rows", rows, n_rows)?, head(OP, "targets", targets, n_rows)?);
+        let (dlogps, lse) = (head(OP, "dlogps", dlogps, n_rows)?, head(OP, "lse", lse, n_rows)?);
+        let hidden = &hidden.0; // whole [tokens, C] rows; the op bounds-checks each row
+        let dhidden = head_mut(OP, "dhidden", dhidden, hidden.len())?;
+        let mut scratch = self.logprob_scratch.borrow_mut();
+        ops::token_logprobs_backward_bf16(
             dhidden,
             &mut dlm_head.0,
             dlogps,

@@ -18,7 +18,9 @@ use alloc::vec::Vec;
 use super::activations::{Activations, LayerActivations};
 use super::batch::DeviceBatch;
 use super::config::LlamaConfig;
-use super::mixed::{Bf16Workspace, Matrix, project, project_backward};
+use super::mixed::{
+    Bf16Workspace, HeadOutputs, HeadRows, Matrix, head_backward, head_forward, project, project_backward,
+};
 use super::params::{LayerParams, LlamaParams};
 use crate::backend::{Backend, MatmulSpec};
 
@@ -84,17 +86,8 @@ pub fn forward<B: Backend>(
     let output = &residual[config.num_hidden_layers];
     backend.rms_norm_forward(normed, rstd_final, output, &params.norm, t, c, config.rms_norm_eps)?;
     let (r, s) = (batch.n_rows, batch.n_seqs);
-    backend.token_logprobs_forward(
-        logps,
-        lm_lse,
-        normed,
-        params.lm_head(),
-        &batch.rows,
-        &batch.targets,
-        r,
-        c,
-        config.vocab_size,
-    )?;
+    let head_rows = HeadRows { hidden: normed, rows: &batch.rows, targets: &batch.targets, n_rows: r };
+    head_forward(backend, bf16.as_mut(), config, params, HeadOutputs { logps, lse: lm_lse }, head_rows)?;
     backend.sequence_logprobs(sums, means, logps, &batch.row_seqs, r, s)?;
     let mut sums_host = backend.download(sums)?;
     let mut means_host = backend.download(means)?;
@@ -247,19 +240,9 @@ pub fn backward<B: Backend>(
         Some(head) => head,
         None => &mut grads.embed_tokens,
     };
-    backend.token_logprobs_backward(
-        &mut scratch.d_ln,
-        lm_head_grad,
-        &scratch.d_logps,
-        normed,
-        params.lm_head(),
-        &batch.rows,
-        &batch.targets,
-        lm_lse,
-        r,
-        c,
-        config.vocab_size,
-    )?;
+    let head_rows = HeadRows { hidden: normed, rows: &batch.rows, targets: &batch.targets, n_rows: r };
+    let (d_ln, d_logps) = (&mut scratch.d_ln, &scratch.d_logps);
+    head_backward(backend, bf16.as_mut(), config, params, d_ln, lm_head_grad, d_logps, lm_lse, head_rows)?;
     backend.fill_zero(&mut scratch.d_resid)?;
     backend.rms_norm_backward(
         &mut scratch.d_resid,

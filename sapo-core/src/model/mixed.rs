@@ -1,28 +1,31 @@
 //! bf16 mixed precision for the decoder layers' matrix products.
 //!
-//! In [`Precision::Bf16`] every matrix product of a decoder layer (the seven
-//! projections, forward and backward) reads bf16 operands and sums in f32
-//! ([`Backend::matmul_bf16`]): the weights and the activations that feed the
-//! products are rounded to bf16, which is what lets a GPU use its bf16 tensor
-//! cores. Everything else stays f32: the weights the optimizer updates (the
-//! master weights), the optimizer state and the EMA, the products' outputs
-//! and every gradient, RMSNorm, RoPE, attention, SwiGLU, the fused LM head
-//! and its log-softmax, and every reduction.
+//! In [`Precision::Bf16`] every matrix product of the model (the seven
+//! projections of each decoder layer and the LM head, forward and backward)
+//! reads bf16 operands and sums in f32 ([`Backend::matmul_bf16`],
+//! [`Backend::token_logprobs_forward_bf16`]): the weights and the activations
+//! and gradients that feed the products are rounded to bf16, which is what
+//! lets a GPU use its bf16 tensor cores. Everything else stays f32: the
+//! weights the optimizer updates (the master weights), the optimizer state
+//! and the EMA, the products' outputs (the logits included) and every
+//! gradient, RMSNorm, RoPE, attention, SwiGLU, the log-softmax, and every
+//! reduction.
 //!
 //! Each layer's weights are rounded just before the layer runs (before its
-//! forward, and again before its backward) into one layer-sized workspace.
-//! So the bf16 copy can never be stale after an optimizer, EMA or reference
-//! update, and it costs one layer's bf16 weights of memory, not the whole
-//! model's; the price is reading the f32 weights once more per pass, which
-//! is small beside the products themselves. An activation is rounded into a
-//! scratch buffer just before the products that read it.
+//! forward, and again before its backward) into one layer-sized workspace,
+//! and the LM head's just before it runs, into a buffer of its own. So a
+//! bf16 copy can never be stale after an optimizer, EMA or reference update,
+//! and it costs one layer's and the LM head's bf16 weights of memory, not
+//! the whole model's; the price is reading those f32 weights once more per
+//! pass, which is small beside the products themselves. An activation is
+//! rounded into a scratch buffer just before the products that read it.
 
 use alloc::vec::Vec;
 
 use half::bf16;
 
 use super::config::LlamaConfig;
-use super::params::LayerParams;
+use super::params::{LayerParams, LlamaParams};
 use crate::backend::{Backend, MatmulSpec};
 
 /// The number format of the decoder layers' matrix products.
@@ -38,7 +41,8 @@ pub enum Precision {
     /// Everything in f32: the reference-comparable mode.
     #[default]
     F32,
-    /// bf16 operands with f32 sums for the layers' products; f32 master
+    /// bf16 operands with f32 sums for every matrix product (the layers' and
+    /// the LM head's); f32 master
     /// weights, optimizer state and everything else (see the module docs).
     Bf16,
 }
@@ -95,13 +99,15 @@ impl Matrix {
     }
 }
 
-/// The bf16 buffers of mixed precision: one layer's rounded weights, and
-/// scratch for the rounded activation and activation gradient a product
-/// reads.
+/// The bf16 buffers of mixed precision: one layer's rounded weights, the LM
+/// head's, and scratch for the rounded activation and activation gradient a
+/// product reads.
 #[derive(Debug)]
 pub(crate) struct Bf16Workspace<B: Backend> {
     /// The current layer's weights, in [`Matrix`] order.
     weights: Vec<B::Buf<bf16>>,
+    /// The LM head's weights `[V, C]` (the embedding's, when tied).
+    head: B::Buf<bf16>,
     /// A product's activation operand `[T, max(C, H·D, I)]`.
     input: B::Buf<bf16>,
     /// A backward product's output-gradient operand, as large.
@@ -117,6 +123,7 @@ impl<B: Backend> Bf16Workspace<B> {
         let weights = Matrix::ALL.iter().map(|matrix| backend.zeros(matrix.len(config))).collect::<Result<_, _>>()?;
         Ok(Bf16Workspace {
             weights,
+            head: backend.zeros(config.vocab_size * config.hidden_size)?,
             input: backend.zeros(max_tokens * widest)?,
             grad: backend.zeros(max_tokens * widest)?,
         })
@@ -134,6 +141,76 @@ impl<B: Backend> Bf16Workspace<B> {
         }
         Ok(())
     }
+}
+
+/// The fused LM head's forward ([`Backend::token_logprobs_forward`]): in
+/// bf16 the head's weights are rounded into the workspace first and the
+/// products run in bf16.
+pub(crate) fn head_forward<B: Backend>(
+    backend: &B,
+    mixed: Option<&mut Bf16Workspace<B>>,
+    config: &LlamaConfig,
+    params: &LlamaParams<B>,
+    out: HeadOutputs<'_, B>,
+    rows: HeadRows<'_, B>,
+) -> Result<(), B::Error> {
+    let (c, v) = (config.hidden_size, config.vocab_size);
+    let HeadOutputs { logps, lse } = out;
+    let HeadRows { hidden, rows, targets, n_rows } = rows;
+    match mixed {
+        None => backend.token_logprobs_forward(logps, lse, hidden, params.lm_head(), rows, targets, n_rows, c, v),
+        Some(workspace) => {
+            backend.round_to_bf16(&mut workspace.head, params.lm_head(), v * c)?;
+            backend.token_logprobs_forward_bf16(logps, lse, hidden, &workspace.head, rows, targets, n_rows, c, v)
+        }
+    }
+}
+
+/// The fused LM head's backward ([`Backend::token_logprobs_backward`]),
+/// accumulating into `dhidden` and `dlm_head`; in bf16 the head's weights
+/// are rounded into the workspace first (so they match the weights the
+/// forward read, whatever ran in between) and the products run in bf16.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_backward<B: Backend>(
+    backend: &B,
+    mixed: Option<&mut Bf16Workspace<B>>,
+    config: &LlamaConfig,
+    params: &LlamaParams<B>,
+    dhidden: &mut B::Buf<f32>,
+    dlm_head: &mut B::Buf<f32>,
+    dlogps: &B::Buf<f32>,
+    lse: &B::Buf<f32>,
+    rows: HeadRows<'_, B>,
+) -> Result<(), B::Error> {
+    let (c, v) = (config.hidden_size, config.vocab_size);
+    let HeadRows { hidden, rows, targets, n_rows } = rows;
+    let head = params.lm_head();
+    match mixed {
+        None => {
+            backend.token_logprobs_backward(dhidden, dlm_head, dlogps, hidden, head, rows, targets, lse, n_rows, c, v)
+        }
+        Some(workspace) => {
+            backend.round_to_bf16(&mut workspace.head, head, v * c)?;
+            let head = &workspace.head;
+            backend
+                .token_logprobs_backward_bf16(dhidden, dlm_head, dlogps, hidden, head, rows, targets, lse, n_rows, c, v)
+        }
+    }
+}
+
+/// The LM head's forward outputs: per-row log-probs and log-sum-exps.
+pub(crate) struct HeadOutputs<'a, B: Backend> {
+    pub logps: &'a mut B::Buf<f32>,
+    pub lse: &'a mut B::Buf<f32>,
+}
+
+/// The rows the LM head scores: the final hidden states `[T, C]`, the
+/// token of each row, its target, and how many rows.
+pub(crate) struct HeadRows<'a, B: Backend> {
+    pub hidden: &'a B::Buf<f32>,
+    pub rows: &'a B::Buf<u32>,
+    pub targets: &'a B::Buf<u32>,
+    pub n_rows: usize,
 }
 
 /// `y = x · Wᵀ` for each `(y, W, d_out)` of `outputs`: projections of one

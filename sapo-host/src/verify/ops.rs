@@ -4,10 +4,11 @@
 use anyhow::Result;
 use half::bf16;
 use sapo_core::backend::{Backend, Element, HeadDims, MatmulSpec, Packing};
+use sapo_core::model::Precision;
 use sapo_core::optim::{AdamWParams, RmspropParams};
 use sapo_core::rng::SapoRng;
 
-use super::{Backends, Check, F32_OP_TOLERANCE, on, relative_error, scalar_error};
+use super::{BF16_TOLERANCE, Backends, Check, F32_OP_TOLERANCE, on, relative_error, scalar_error};
 
 /// The dimensions the operations run at.
 #[derive(Debug, Clone, PartialEq)]
@@ -545,83 +546,105 @@ fn attention<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) ->
     h.record("attention_cached", format!("{cache_shape} H={}", heads.n_heads), &out, q_len, false)
 }
 
-fn logprobs<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+/// The fused LM head with an f32 head, or with a bf16 head and bf16
+/// products. In bf16 both sides round the same f32 inputs, so the forward
+/// differs only in summation order (the f32 tolerance); the backward rounds
+/// the logit gradients, where a last-bit difference can flip a rounding,
+/// so it is held to the bf16 tolerance.
+fn lm_head<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes, precision: Precision) -> Result<()> {
     let (t, c, v, r) = (s.tokens(), s.channels, s.vocab, s.rows.min(s.tokens()));
     let shape = format!("R={r} T={t} C={c} V={v}");
     let hidden = h.random(t * c, 1.0)?;
     let lm_head = h.random(v * c, 0.05)?;
+    let head16 = h.upload(lm_head.initial.iter().map(|&w| bf16::from_f32(w)).collect())?;
     // Distinct rows, spread over the tokens.
     let rows: Vec<u32> = (0..r).map(|i| (i * t / r) as u32).collect();
     let targets: Vec<u32> = (0..r).map(|_| h.below(v)).collect();
     let (rows, targets) = (h.upload(rows)?, h.upload(targets)?);
     let (mut logps, mut lse) = (h.poisoned(r)?, h.poisoned(r)?);
+    let bf16 = precision == Precision::Bf16;
+    let (reference, candidate) = (h.b.reference, h.b.candidate);
     on(
         "reference",
-        h.b.reference.token_logprobs_forward(
-            &mut logps.r,
-            &mut lse.r,
-            &hidden.r,
-            &lm_head.r,
-            &rows.r,
-            &targets.r,
-            r,
-            c,
-            v,
-        ),
+        if bf16 {
+            let (l, e) = (&mut logps.r, &mut lse.r);
+            reference.token_logprobs_forward_bf16(l, e, &hidden.r, &head16.r, &rows.r, &targets.r, r, c, v)
+        } else {
+            reference.token_logprobs_forward(
+                &mut logps.r,
+                &mut lse.r,
+                &hidden.r,
+                &lm_head.r,
+                &rows.r,
+                &targets.r,
+                r,
+                c,
+                v,
+            )
+        },
     )?;
     on(
         "candidate",
-        h.b.candidate.token_logprobs_forward(
-            &mut logps.c,
-            &mut lse.c,
-            &hidden.c,
-            &lm_head.c,
-            &rows.c,
-            &targets.c,
-            r,
-            c,
-            v,
-        ),
+        if bf16 {
+            let (l, e) = (&mut logps.c, &mut lse.c);
+            candidate.token_logprobs_forward_bf16(l, e, &hidden.c, &head16.c, &rows.c, &targets.c, r, c, v)
+        } else {
+            candidate.token_logprobs_forward(
+                &mut logps.c,
+                &mut lse.c,
+                &hidden.c,
+                &lm_head.c,
+                &rows.c,
+                &targets.c,
+                r,
+                c,
+                v,
+            )
+        },
     )?;
-    h.record("token_logprobs_forward", shape.clone(), &logps, r, false)?;
-    h.record("token_logprobs_forward (lse)", shape.clone(), &lse, r, false)?;
+    // The rows are named after the operations.
+    let (suffix, dtype, backward_tolerance) = match precision {
+        Precision::F32 => ("", h.dtype, h.tolerance),
+        Precision::Bf16 => ("_bf16", "bf16", BF16_TOLERANCE),
+    };
+    let forward = format!("token_logprobs_forward{suffix}");
+    h.record_as(&forward, shape.clone(), &logps, r, false, dtype, h.tolerance)?;
+    h.record_as(&format!("{forward} (lse)"), shape.clone(), &lse, r, false, dtype, h.tolerance)?;
     let dlogps = h.random(r, 1.0)?;
     let (mut dhidden, mut dlm_head) = (h.random(t * c, 1.0)?, h.random(v * c, 1.0)?);
     on(
         "reference",
-        h.b.reference.token_logprobs_backward(
-            &mut dhidden.r,
-            &mut dlm_head.r,
-            &dlogps.r,
-            &hidden.r,
-            &lm_head.r,
-            &rows.r,
-            &targets.r,
-            &lse.r,
-            r,
-            c,
-            v,
-        ),
+        if bf16 {
+            let (dh, dw) = (&mut dhidden.r, &mut dlm_head.r);
+            let (x, w, lse) = (&hidden.r, &head16.r, &lse.r);
+            reference.token_logprobs_backward_bf16(dh, dw, &dlogps.r, x, w, &rows.r, &targets.r, lse, r, c, v)
+        } else {
+            let (dh, dw) = (&mut dhidden.r, &mut dlm_head.r);
+            let (x, w, lse) = (&hidden.r, &lm_head.r, &lse.r);
+            reference.token_logprobs_backward(dh, dw, &dlogps.r, x, w, &rows.r, &targets.r, lse, r, c, v)
+        },
     )?;
     on(
         "candidate",
-        h.b.candidate.token_logprobs_backward(
-            &mut dhidden.c,
-            &mut dlm_head.c,
-            &dlogps.c,
-            &hidden.c,
-            &lm_head.c,
-            &rows.c,
-            &targets.c,
-            &lse.c,
-            r,
-            c,
-            v,
-        ),
+        if bf16 {
+            let (dh, dw) = (&mut dhidden.c, &mut dlm_head.c);
+            let (x, w, lse) = (&hidden.c, &head16.c, &lse.c);
+            candidate.token_logprobs_backward_bf16(dh, dw, &dlogps.c, x, w, &rows.c, &targets.c, lse, r, c, v)
+        } else {
+            let (dh, dw) = (&mut dhidden.c, &mut dlm_head.c);
+            let (x, w, lse) = (&hidden.c, &lm_head.c, &lse.c);
+            candidate.token_logprobs_backward(dh, dw, &dlogps.c, x, w, &rows.c, &targets.c, lse, r, c, v)
+        },
     )?;
-    h.record("token_logprobs_backward (dhidden)", shape.clone(), &dhidden, t * c, true)?;
-    h.record("token_logprobs_backward (dlm_head)", shape, &dlm_head, v * c, true)?;
+    let label = |output: &str| format!("token_logprobs_backward{suffix} ({output})");
+    h.record_as(&label("dhidden"), shape.clone(), &dhidden, t * c, true, dtype, backward_tolerance)?;
+    h.record_as(&label("dlm_head"), shape, &dlm_head, v * c, true, dtype, backward_tolerance)
+}
 
+fn logprobs<R: Backend, C: Backend>(h: &mut Harness<'_, R, C>, s: &OpShapes) -> Result<()> {
+    lm_head(h, s, Precision::F32)?;
+    lm_head(h, s, Precision::Bf16)?;
+    let r = s.rows.min(s.tokens());
     let n_seqs = s.seq_lens.len() + 1; // the last sequence has no rows
     let row_seqs: Vec<u32> = (0..r).map(|i| (i * (n_seqs - 1) / r) as u32).collect();
     let row_seqs = h.upload(row_seqs)?;
