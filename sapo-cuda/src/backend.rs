@@ -261,7 +261,7 @@ impl CudaBackend {
     }
 
     fn check_heads(op: &'static str, heads: HeadDims) -> Result {
-        if heads.n_kv_heads == 0 || heads.n_heads % heads.n_kv_heads != 0 {
+        if heads.n_kv_heads == 0 || !heads.n_heads.is_multiple_of(heads.n_kv_heads) {
             return Err(CudaError::InvalidDims {
                 op,
                 reason: "query heads must be a positive multiple of key/value heads".into(),
@@ -1110,7 +1110,7 @@ impl CudaBackend {
     ) -> Result {
         check_at_least(op, "x", x.len, n_tokens * n_heads * head_dim)?;
         check_at_least(op, "positions", positions.len, n_tokens)?;
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(CudaError::InvalidDims { op, reason: "RoPE needs an even head dimension".into() });
         }
         let n = n_tokens * n_heads * head_dim / 2;

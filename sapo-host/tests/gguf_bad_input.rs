@@ -61,7 +61,7 @@ impl Builder {
 
     /// Zero padding up to a multiple of `alignment`.
     fn pad(&mut self, alignment: usize) -> &mut Self {
-        while self.bytes.len() % alignment != 0 {
+        while !self.bytes.len().is_multiple_of(alignment) {
             self.bytes.push(0);
         }
         self

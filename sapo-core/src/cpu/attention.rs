@@ -29,7 +29,7 @@ fn sequences(
     n_tokens: usize,
     heads: HeadDims,
 ) -> Result<Vec<(usize, usize)>, CpuError> {
-    if heads.n_kv_heads == 0 || heads.n_heads % heads.n_kv_heads != 0 {
+    if heads.n_kv_heads == 0 || !heads.n_heads.is_multiple_of(heads.n_kv_heads) {
         return Err(CpuError::InvalidDims { op, reason: "query heads must be a positive multiple of key/value heads" });
     }
     if seq_starts.first() != Some(&0) {

@@ -86,7 +86,7 @@ fn check(
     for (name, len) in per_row {
         check_len(op, name, len, rows.len())?;
     }
-    if channels == 0 || hidden % channels != 0 {
+    if channels == 0 || !hidden.is_multiple_of(channels) {
         return Err(CpuError::InvalidDims { op, reason: "hidden must be [tokens, channels]" });
     }
     let n_tokens = hidden / channels;

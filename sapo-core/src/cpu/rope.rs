@@ -62,7 +62,7 @@ fn rotate<F: CpuFloat>(
     direction: F,
 ) -> Result<(), CpuError> {
     check_len(op, "x", x.len(), positions.len() * n_heads * head_dim)?;
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(CpuError::InvalidDims { op, reason: "RoPE needs an even head dimension" });
     }
     let half = head_dim / 2;

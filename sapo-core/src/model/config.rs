@@ -87,10 +87,10 @@ impl LlamaConfig {
     /// # Errors
     /// A one-line reason.
     pub fn validate(&self) -> Result<(), &'static str> {
-        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+        if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err("num_attention_heads must be a positive multiple of num_key_value_heads");
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err("head_dim must be even and positive (RoPE rotates channel pairs)");
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 {

@@ -152,7 +152,7 @@ fn head_dim(
     let head_dim = match (key_length, rope_dimensions) {
         (Some(key_length), _) => key_length,
         (None, Some(rope_dimensions)) => rope_dimensions,
-        (None, None) if num_attention_heads > 0 && hidden_size % num_attention_heads == 0 => {
+        (None, None) if num_attention_heads > 0 && hidden_size.is_multiple_of(num_attention_heads) => {
             hidden_size / num_attention_heads
         }
         (None, None) => {

@@ -876,7 +876,7 @@ impl<B: TrainBackend> Trainer<B> {
         // `passes::sft_step` refuse it before any update.
         let values = metrics.finish();
         self.tokens_seen += tokens as u64;
-        if self.step % self.cfg.logging_steps == 0 || self.step == 1 {
+        if self.step.is_multiple_of(self.cfg.logging_steps) || self.step == 1 {
             reporter.log_step(self.step, &values)?;
         }
         reporter.tick();
@@ -888,7 +888,7 @@ impl<B: TrainBackend> Trainer<B> {
         // Before a checkpoint, so a resumed run's metrics.jsonl holds every
         // periodic evaluation up to its step. Evaluation draws on no run RNG.
         if self.cfg.eval_steps > 0
-            && self.step % self.cfg.eval_steps == 0
+            && self.step.is_multiple_of(self.cfg.eval_steps)
             && let Some(prompts) = self.periodic_eval.take()
         {
             let outcome = self.evaluate(&prompts, reporter, "during");
@@ -896,7 +896,7 @@ impl<B: TrainBackend> Trainer<B> {
             outcome?;
         }
         let signal = INTERRUPT.load(Ordering::SeqCst);
-        let due = self.cfg.save_steps > 0 && self.step % self.cfg.save_steps == 0;
+        let due = self.cfg.save_steps > 0 && self.step.is_multiple_of(self.cfg.save_steps);
         if due || signal != 0 {
             self.save_checkpoint(reporter)?;
         }
@@ -1191,7 +1191,7 @@ impl<B: TrainBackend> Trainer<B> {
             // 4 (due at the start of step t, a no-op at t = 0). Reference refresh.
             if objective.needs_reference()
                 && self.cfg.ref_update != RefUpdate::Fixed
-                && t % self.cfg.ref_update_steps == 0
+                && t.is_multiple_of(self.cfg.ref_update_steps)
                 && t > 0
             {
                 let source = match self.cfg.ref_update {
@@ -1210,7 +1210,7 @@ impl<B: TrainBackend> Trainer<B> {
             }
             // 2. Sample every n steps: segments for this step's examples.
             let (batches, epoch) = plan.micro_batches(t);
-            if t % self.cfg.sample_every == 0 {
+            if t.is_multiple_of(self.cfg.sample_every) {
                 let indices: Vec<usize> = batches.iter().flatten().copied().collect();
                 let sample_started = Instant::now();
                 let (items, mean_length, identical) = self.build_rejected(examples, &indices)?;
