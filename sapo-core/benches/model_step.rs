@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sapo_core::backend::{Backend, MatmulSpec};
 use sapo_core::cpu::{CpuBackend, CpuError};
-use sapo_core::model::{self, Activations, AdamWState, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch};
+use sapo_core::model::{self, Activations, AdamWState, DeviceBatch, LlamaConfig, LlamaParams, PackedBatch, Precision};
 use sapo_core::objectives::{DpoParams, Objective, PairBatch};
 use sapo_core::optim::AdamWParams;
 use sapo_core::profile::Profiled;
@@ -193,7 +193,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run(name: &str, config: LlamaConfig, all_rows: bool, recompute: bool, steps: usize) {
+fn run(name: &str, config: LlamaConfig, all_rows: bool, recompute: bool, precision: Precision, steps: usize) {
     let backend = Profiled::new(CpuBackend::new());
     let host_batch = batch(&config, all_rows);
     let device_batch = DeviceBatch::upload(&backend, &host_batch).expect("upload");
@@ -209,7 +209,9 @@ fn run(name: &str, config: LlamaConfig, all_rows: bool, recompute: bool, steps: 
     } else {
         Activations::new(&backend, &config, tokens, rows, SEQUENCES).expect("alloc")
     };
+    acts.set_precision(&backend, &config, precision).expect("alloc");
     let name = if recompute { format!("{name} recompute") } else { name.to_string() };
+    let name = format!("{name} {}", precision.name());
     let mut all = Vec::new();
     for step_number in 0..=steps {
         if step_number == 1 {
@@ -257,14 +259,20 @@ fn main() {
         return;
     }
     if wanted("tiny") {
-        run("tiny (h128, 4 layers)", tiny(), false, false, 5);
-        run("tiny (h128, 4 layers)", tiny(), true, false, 5);
+        run("tiny (h128, 4 layers)", tiny(), false, false, Precision::F32, 5);
+        run("tiny (h128, 4 layers)", tiny(), true, false, Precision::F32, 5);
     }
     if wanted("smollm2") {
-        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, false, 3);
-        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), true, false, 3);
+        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, false, Precision::F32, 3);
+        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), true, false, Precision::F32, 3);
     }
     if filter.iter().any(|f| f == "recompute") {
-        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, true, 3);
+        run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, true, Precision::F32, 3);
+    }
+    // bf16 mixed precision against f32, alternated so drift shows.
+    if filter.iter().any(|f| f == "bf16") {
+        for precision in [Precision::F32, Precision::Bf16, Precision::F32, Precision::Bf16] {
+            run("smollm2-135m shape", LlamaConfig::smollm2_135m(), false, false, precision, 3);
+        }
     }
 }

@@ -28,6 +28,7 @@ mod float;
 mod kv_cache;
 mod logprob;
 mod matmul;
+mod matmul_bf16;
 mod par;
 mod rms_norm;
 mod rope;
@@ -75,6 +76,7 @@ pub mod ops {
         token_logprobs_forward, token_logprobs_forward_bf16,
     };
     pub use super::matmul::{add_bias, add_bias_backward, matmul, matmul_reference};
+    pub use super::matmul_bf16::{matmul_bf16, widened as matmul_bf16_widened};
     pub use super::rms_norm::{rms_norm_backward, rms_norm_forward};
     pub use super::rope::{rope_backward, rope_forward};
     pub use super::sequence::{sequence_logprobs, sequence_logprobs_backward};
@@ -234,14 +236,8 @@ impl Backend for CpuBackend {
         spec: MatmulSpec,
     ) -> Result<(), CpuError> {
         const OP: &str = "matmul_bf16";
-        // Widening is exact, and so is the product of two widened values
-        // (8 + 8 significant bits), so the f32 product of the widened
-        // operands is the bf16 product with f32 sums, in the f32 reference's
-        // summation order.
-        let widen = |values: &[bf16]| values.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
-        let a = widen(head(OP, "a", a, spec.a_len())?);
-        let b = widen(head(OP, "b", b, spec.b_len())?);
-        ops::matmul(head_mut(OP, "out", out, spec.out_len())?, &a, &b, spec)
+        let (a, b) = (head(OP, "a", a, spec.a_len())?, head(OP, "b", b, spec.b_len())?);
+        ops::matmul_bf16(head_mut(OP, "out", out, spec.out_len())?, a, b, spec)
     }
 
     fn round_to_bf16(&self, out: &mut CpuBuffer<bf16>, x: &CpuBuffer<f32>, n: usize) -> Result<(), CpuError> {
