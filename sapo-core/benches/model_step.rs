@@ -168,17 +168,33 @@ fn matmul_shapes(backend: &Cpu, config: &LlamaConfig) {
             ),
         ];
         for (what, spec) in specs {
-            let a = backend.upload(&vec![0.5_f32; spec.a_len()]).expect("alloc");
-            let b = backend.upload(&vec![0.25_f32; spec.b_len()]).expect("alloc");
+            // Random operands: bf16 rounding of constants would be exact.
+            let mut rng = SapoRng::from_seed_u64(3);
+            let mut random = |len: usize| (0..len).map(|_| rng.standard_normal() as f32).collect::<Vec<f32>>();
+            let (a, b) = (random(spec.a_len()), random(spec.b_len()));
+            let rounded = |values: &[f32]| values.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>();
+            let (a16, b16) =
+                (backend.upload(&rounded(&a)).expect("alloc"), backend.upload(&rounded(&b)).expect("alloc"));
+            let (a, b) = (backend.upload(&a).expect("alloc"), backend.upload(&b).expect("alloc"));
             let mut out = backend.zeros::<f32>(spec.out_len()).expect("alloc");
-            backend.matmul(&mut out, &a, &b, spec).expect("warm-up");
             let runs = 20;
-            let start = Instant::now();
-            for _ in 0..runs {
-                backend.matmul(&mut out, &a, &b, spec).expect("matmul");
-            }
-            let gflops = 2.0 * (spec.m * spec.k * spec.n) as f64 * runs as f64 / start.elapsed().as_secs_f64() / 1e9;
-            println!("  {name:<8} {what:<10} m {:>5} k {:>5} n {:>5}: {gflops:5.0} GFLOP/s", spec.m, spec.k, spec.n);
+            let mut rate = |product: &mut dyn FnMut(&mut <Cpu as Backend>::Buf<f32>)| {
+                product(&mut out); // warm-up
+                let start = Instant::now();
+                for _ in 0..runs {
+                    product(&mut out);
+                }
+                2.0 * (spec.m * spec.k * spec.n) as f64 * runs as f64 / start.elapsed().as_secs_f64() / 1e9
+            };
+            let f32_rate = rate(&mut |out| backend.matmul(out, &a, &b, spec).expect("matmul"));
+            let bf16_rate = rate(&mut |out| backend.matmul_bf16(out, &a16, &b16, spec).expect("matmul_bf16"));
+            println!(
+                "  {name:<8} {what:<10} m {:>5} k {:>5} n {:>5}: f32 {f32_rate:5.0} GFLOP/s, bf16 {bf16_rate:5.0} GFLOP/s ({:.2}×)",
+                spec.m,
+                spec.k,
+                spec.n,
+                bf16_rate / f32_rate
+            );
         }
     }
 }

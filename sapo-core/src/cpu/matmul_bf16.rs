@@ -3,8 +3,8 @@
 //! Where the CPU has AVX-512 BF16 (feature `fast`, detected at run time),
 //! the products run on `vdpbf16ps`, which multiplies pairs of bf16 values
 //! exactly and adds them to f32 sums: 32 products an instruction against 16
-//! for an f32 FMA, so 1.2–1.9× the f32 `gemm` crate on the linear layers'
-//! shapes here (`cargo bench -p sapo-core --bench matmul_bf16`). Elsewhere
+//! for an f32 FMA, so 1.3–1.9× the f32 `gemm` crate on SmolLM2's layer
+//! shapes here (`cargo bench -p sapo-core --bench model_step -- shapes`). Elsewhere
 //! the operands are widened to f32 (exact) and multiplied by the f32 GEMM.
 //! Both are the same definition — exact products, f32 sums — and differ
 //! only in summation order (and `vdpbf16ps` treats subnormal inputs and
