@@ -15,7 +15,14 @@ on summed response log-probs, backward, AdamW (torch.optim defaults, lr
 trainer (and TRL without a fused head) computes them; `--response-logits`
 computes the LM head only on the response positions, as sapo's fused head
 does, for an equal-work comparison.
+
+`--bf16` times the response-logits step in float32 and then under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (PyTorch's mixed precision:
+bf16 products through oneDNN, which uses AVX-512 BF16 where the CPU has it;
+float32 master weights and AdamW), the peer of `model_step -- bf16`.
 """
+
+import contextlib
 
 import resource
 import statistics
@@ -52,7 +59,7 @@ def sequence_logps(model, input_ids, response_only):
     return logps.sum(-1)
 
 
-def run(name, response_only, steps):
+def run(name, response_only, steps, bf16=False):
     config = LlamaConfig(**SHAPES[name], rms_norm_eps=1e-5, max_position_embeddings=512)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
@@ -63,12 +70,15 @@ def run(name, response_only, steps):
     times = []
     for step in range(steps + 1):
         phases = {}
+        mixed = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         start = time.perf_counter()
-        with torch.no_grad():
-            ref = sequence_logps(reference, input_ids, response_only)
+        with torch.no_grad(), mixed:
+            ref = sequence_logps(reference, input_ids, response_only).float()
         phases["ref"] = time.perf_counter() - start
+        mixed = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         start = time.perf_counter()
-        pol = sequence_logps(policy, input_ids, response_only)
+        with mixed:
+            pol = sequence_logps(policy, input_ids, response_only).float()
         phases["fwd"] = time.perf_counter() - start
         z = (pol[0::2] - ref[0::2]) - (pol[1::2] - ref[1::2])
         loss = -F.logsigmoid(0.1 * z).mean()
@@ -85,8 +95,8 @@ def run(name, response_only, steps):
     total = statistics.median(sum(t.values()) for t in times)
     tokens = SEQUENCES * SEQ_LEN
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    label = "response logits" if response_only else "full logits"
-    print(f"pytorch {torch.__version__} {name:<8} {label:<16} step {total:7.3f} s  {tokens / total:7.0f} tok/s  "
+    label = ("response logits" if response_only else "full logits") + (" bf16" if bf16 else "")
+    print(f"pytorch {torch.__version__} {name:<8} {label:<21} step {total:7.3f} s  {tokens / total:7.0f} tok/s  "
           f"policy fwd {pick('fwd'):.3f} s  bwd {pick('bwd'):.3f} s  ref fwd {pick('ref'):.3f} s  "
           f"adamw {pick('adamw'):.3f} s  peak RSS {peak:.0f} MB", flush=True)
 
@@ -95,5 +105,9 @@ if __name__ == "__main__":
     wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or ["tiny", "smollm2"]
     for name in wanted:
         steps = 5 if name == "tiny" else 3
+        if "--bf16" in sys.argv[1:]:
+            run(name, response_only=True, steps=steps)
+            run(name, response_only=True, steps=steps, bf16=True)
+            continue
         run(name, response_only=False, steps=steps)
         run(name, response_only=True, steps=steps)
