@@ -105,8 +105,7 @@ trait Head<F: CpuFloat> {
     fn len(&self) -> usize;
 
     /// `logits[..n·V] = hidden_rows[..n·C] · Wᵀ`.
-    fn logits(&self, scratch: &mut LogprobScratch<F>, n: usize, channels: usize, vocab: usize)
-    -> Result<(), CpuError>;
+    fn logits(&self, scratch: &mut LogprobScratch<F>, n: usize, channels: usize, vocab: usize) -> Result<(), CpuError>;
 
     /// From the block's `dlogits` (in `scratch.logits`):
     /// `dhidden_rows = dlogits · W` and `dW += dlogitsᵀ · hidden_rows`.
