@@ -12,9 +12,9 @@
 //! callable for the tests that compare the two.
 //!
 //! The native path is a small BLIS-style GEMM: `op(b)` is packed block of
-//! [`KC`] depths by block into panels of [`NR`] columns, each element a bf16
-//! pair `(k, k+1)`; threads take blocks of [`MC`] rows of `op(a)`, pack them
-//! into panels of [`MR`] rows the same way, and run an `MR × NR` kernel that
+//! `KC` depths by block into panels of `NR` columns, each element a bf16
+//! pair `(k, k+1)`; threads take blocks of `MC` rows of `op(a)`, pack them
+//! into panels of `MR` rows the same way, and run an `MR × NR` kernel that
 //! keeps its 24 sums in registers.
 
 use alloc::vec::Vec;
@@ -64,18 +64,6 @@ pub fn widened(out: &mut [f32], a: &[bf16], b: &[bf16], spec: MatmulSpec) -> Res
     matmul(out, &widen(a), &widen(b), spec)
 }
 
-/// Rows of `op(a)` a kernel call covers.
-pub const MR: usize = 6;
-/// Columns of `op(b)` a kernel call covers (four vectors of 16 f32 sums).
-pub const NR: usize = 64;
-/// Depths (`k` values) per packed block: a kernel call's panels of `op(a)`
-/// (12 KB) and `op(b)` (128 KB) stay in the L1 and L2 caches. 256, 384 and
-/// 512 measured up to 10 % slower on SmolLM2's shapes; 1024 holds most of
-/// their depths in one block, so `out` is read and written once.
-pub const KC: usize = 1024;
-/// Rows of `op(a)` per thread task.
-pub const MC: usize = 48;
-
 #[cfg(all(feature = "fast", target_arch = "x86_64"))]
 mod native {
     use alloc::vec::Vec;
@@ -87,8 +75,19 @@ mod native {
     use half::bf16;
     use rayon::prelude::*;
 
-    use super::{KC, MC, MR, NR};
     use crate::backend::MatmulSpec;
+
+    /// Rows of `op(a)` a kernel call covers.
+    const MR: usize = 6;
+    /// Columns of `op(b)` a kernel call covers (four vectors of 16 f32 sums).
+    const NR: usize = 64;
+    /// Depths (`k` values) per packed block: a kernel call's panels of `op(a)`
+    /// (12 KB) and `op(b)` (128 KB) stay in the L1 and L2 caches. 256, 384 and
+    /// 512 measured up to 10 % slower on SmolLM2's shapes; 1024 holds most of
+    /// their depths in one block, so `out` is read and written once.
+    const KC: usize = 1024;
+    /// Rows of `op(a)` per thread task.
+    const MC: usize = 48;
 
     /// 16-lane vectors per kernel row.
     const NV: usize = NR / 16;

@@ -244,7 +244,13 @@ impl Backend for CpuBackend {
         const OP: &str = "round_to_bf16";
         let x = head(OP, "x", x, n)?;
         let out = head_mut(OP, "out", out, n)?;
-        out.iter_mut().zip(x).for_each(|(rounded, &value)| *rounded = bf16::from_f32(value));
+        // bf16 mixed precision rounds every weight each pass: chunks across
+        // threads with feature `fast`.
+        #[allow(unused_imports)]
+        use par::prelude::*;
+        par::chunks_mut!(out, par::CHUNK).zip(par::chunks!(x, par::CHUNK)).for_each(|(out, x)| {
+            out.iter_mut().zip(x).for_each(|(rounded, &value)| *rounded = bf16::from_f32(value));
+        });
         Ok(())
     }
 
