@@ -10,13 +10,16 @@
 # transformers, trl, datasets, gguf; CARGO_TARGET_DIR [target]; THREADS [2];
 # FIXTURE_STEPS [30] and FIXTURE_PEER_STEPS [20] for the 0.66 M fixture
 # model; SMOL_STEPS [12] and SMOL_PEER_STEPS [10] for SmolLM2-135M; WARMUP [2]
-# steps dropped from each side; SKIP_SMOL=1 runs the fixture model only.
+# steps dropped from each side; SKIP_SMOL=1 runs the fixture model only;
+# PRECISION [f32] or bf16: sapo's `precision`, and TRL's bf16 mixed precision
+# (CPU autocast) for the peer; the results file gains a `-bf16` suffix.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TARGET=${CARGO_TARGET_DIR:-target}
 THREADS=${THREADS:-2}
+PRECISION=${PRECISION:-f32}
 FIXTURE_STEPS=${FIXTURE_STEPS:-30}
 FIXTURE_PEER_STEPS=${FIXTURE_PEER_STEPS:-20}
 SMOL_STEPS=${SMOL_STEPS:-12}
@@ -60,7 +63,7 @@ measured() {
 # File order (shuffle = false), so sapo's step t samples records t·B..(t+1)·B,
 # the records the peer's step t trains on. No held-out evaluation: it is not
 # part of a step.
-common=(--quiet --threads "$THREADS" --set 'eval_data=""' --set shuffle=false)
+common=(--quiet --threads "$THREADS" --set 'eval_data=""' --set shuffle=false --set "precision=\"$PRECISION\"")
 
 measured fixture_sapo "$SAPO" train "${common[@]}" --output-dir "$WORK/sapo-fixture" --max-steps "$FIXTURE_STEPS" >&2
 measured fixture_peer "$PYTHON" bench/sapo_step_peer.py --sapo-run "$WORK/sapo-fixture" --steps "$FIXTURE_PEER_STEPS" \
@@ -85,4 +88,4 @@ meta="{\"git_revision\": \"$revision\", \"working_tree_dirty\": $dirty, \"work_d
   \"runs\": {$(IFS=,; echo "${runs[*]}")},
   \"allocator\": \"MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000\"}"
 "$PYTHON" bench/sapo_step_report.py --warmup "$WARMUP" --meta "$meta" \
-    --out "bench/results/$(date -u +%Y-%m-%d).json" "${cases[@]}"
+    --out "bench/results/$(date -u +%Y-%m-%d)$([[ $PRECISION == f32 ]] || echo "-$PRECISION").json" "${cases[@]}"

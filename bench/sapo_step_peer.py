@@ -195,9 +195,12 @@ def dpo_config(sapo_config, output_dir, n_steps):
         )
     else:
         sys.exit(f"unknown optimizer {optimizer!r}")
+    # sapo's `precision = "bf16"` runs against TRL's bf16 mixed precision
+    # (autocast on the CPU); f32 against plain float32.
+    bf16 = sapo_config.get("precision", "f32") == "bf16"
     return DPOConfig(
         output_dir=output_dir,
-        bf16=False,
+        bf16=bf16,
         fp16=False,
         gradient_checkpointing=False,
         use_cpu=True,
