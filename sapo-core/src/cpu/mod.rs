@@ -57,6 +57,19 @@ mod tests {
             assert_close(&out.as_slice()[index * spec.out_len()..][..spec.out_len()], &expected, 1e-6, "batched");
         }
     }
+
+    #[test]
+    fn sum_of_squares_matches_a_running_sum_across_chunks_and_remainders() {
+        // Three chunks and a ragged tail, values of mixed magnitude.
+        let backend = CpuBackend::new();
+        let values: Vec<f32> =
+            random_vec::<f32>(5, 3 * par::CHUNK + 13).iter().enumerate().map(|(i, v)| v * (1 + i % 7) as f32).collect();
+        let running: f64 = values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let x = backend.upload(&values).expect("upload");
+        let total = backend.sum_of_squares(&x).expect("sum");
+        assert!((total - running).abs() <= 1e-12 * running, "{total} against {running}");
+        assert_eq!(total.to_bits(), backend.sum_of_squares(&x).expect("sum").to_bits(), "same bits again");
+    }
 }
 
 pub use error::CpuError;
@@ -696,7 +709,24 @@ impl Backend for CpuBackend {
     }
 
     fn sum_of_squares(&self, x: &CpuBuffer<f32>) -> Result<f64, CpuError> {
-        Ok(x.0.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+        // One f64 partial sum per fixed-size chunk (across threads with
+        // feature `fast`), each kept in 8 lanes so the adds pipeline instead
+        // of waiting on one another, then the partials added in chunk order:
+        // the same bits whatever the thread count. A single running sum took
+        // 0.2 s over SmolLM2's 135 M gradients, most of gradient clipping.
+        fn partial(chunk: &[f32]) -> f64 {
+            let mut lanes = [0.0_f64; 8];
+            let mut groups = chunk.chunks_exact(8);
+            for group in &mut groups {
+                lanes.iter_mut().zip(group).for_each(|(lane, &v)| *lane += f64::from(v) * f64::from(v));
+            }
+            lanes.iter_mut().zip(groups.remainder()).for_each(|(lane, &v)| *lane += f64::from(v) * f64::from(v));
+            lanes.iter().sum()
+        }
+        #[allow(unused_imports)]
+        use par::prelude::*;
+        let partials: Vec<f64> = par::chunks!(x.0.as_slice(), par::CHUNK).map(partial).collect();
+        Ok(partials.iter().sum())
     }
 
     fn scale(&self, x: &mut CpuBuffer<f32>, factor: f32) -> Result<(), CpuError> {
