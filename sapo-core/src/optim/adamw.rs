@@ -134,7 +134,7 @@ impl AdamWStep {
         *param *= self.weight_decay_factor;
         *exp_avg = lerp(*exp_avg, grad, self.one_minus_beta1);
         *exp_avg_sq = addcmul(*exp_avg_sq * self.beta2, self.one_minus_beta2, grad, grad);
-        let denom = libm::sqrtf(*exp_avg_sq) / self.bias_correction2_sqrt + self.eps;
+        let denom = super::sqrt(*exp_avg_sq) / self.bias_correction2_sqrt + self.eps;
         *param += self.neg_step_size * *exp_avg / denom;
     }
 }

@@ -141,13 +141,36 @@ pub(crate) fn check_len(op: &'static str, slice: &'static str, expected: usize, 
 /// fused multiply-add, as ATen's vectorised CPU kernel (`lerp_vec`) computes it.
 pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     let difference = end - start;
-    if weight.abs() < 0.5 { libm::fmaf(weight, difference, start) } else { libm::fmaf(weight - 1.0, difference, end) }
+    if weight.abs() < 0.5 { fma(weight, difference, start) } else { fma(weight - 1.0, difference, end) }
 }
 
 /// ATen's `addcmul(self, t1, t2, value)` for `f32`: `self + (value·t1)·t2`,
 /// whose last multiply and add the compiled CPU kernel fuses.
 pub(crate) fn addcmul(accumulator: f32, value: f32, factor1: f32, factor2: f32) -> f32 {
-    libm::fmaf(value * factor1, factor2, accumulator)
+    fma(value * factor1, factor2, accumulator)
+}
+
+/// `a·b + c` rounded once. With `std` it is the standard library's
+/// `mul_add`, one FMA instruction where the target has FMA (x86-64-v3
+/// here), so the optimizers' update loops vectorise; libm's `fmaf` picks
+/// its implementation at run time through a function pointer on every call.
+/// Both round exactly once: the same bits.
+#[inline]
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return a.mul_add(b, c);
+    #[cfg(not(feature = "std"))]
+    return libm::fmaf(a, b, c);
+}
+
+/// `√x`, correctly rounded either way: the standard library's (one
+/// instruction, vectorisable) with `std`, libm's without.
+#[inline]
+pub(crate) fn sqrt(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return x.sqrt();
+    #[cfg(not(feature = "std"))]
+    return libm::sqrtf(x);
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl RmspropStep {
 
     /// `g + λ·θ` (ATen's `grad.add(param, alpha=λ)`, one rounding).
     fn decayed_grad(&self, grad: f32, param: f32) -> f32 {
-        libm::fmaf(param, self.weight_decay, grad)
+        super::fma(param, self.weight_decay, grad)
     }
 
     /// Updates s and returns the denominator √s + ε, or √(s − ḡ²) + ε after updating ḡ.
@@ -158,7 +158,7 @@ impl RmspropStep {
             }
             None => *square_avg,
         };
-        libm::sqrtf(variance) + self.eps
+        super::sqrt(variance) + self.eps
     }
 
     /// Moves θ by −γ·g/d directly, or through the momentum buffer.
@@ -166,7 +166,7 @@ impl RmspropStep {
         match momentum_buffer {
             Some(buffer) => {
                 *buffer = *buffer * self.momentum + grad / denom;
-                *param = libm::fmaf(*buffer, self.neg_lr, *param);
+                *param = super::fma(*buffer, self.neg_lr, *param);
             }
             None => *param += self.neg_lr * grad / denom,
         }
