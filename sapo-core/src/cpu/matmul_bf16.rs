@@ -23,6 +23,7 @@ use half::bf16;
 
 use super::error::{CpuError, check_len};
 use super::matmul::matmul;
+use super::par;
 use crate::backend::MatmulSpec;
 
 /// `out (=|+=) op(a) · op(b)` per [`MatmulSpec`], with bf16 operands, exact
@@ -52,6 +53,16 @@ pub fn matmul_bf16(out: &mut [f32], a: &[bf16], b: &[bf16], spec: MatmulSpec) ->
         return Ok(());
     }
     widened(out, a, b, spec)
+}
+
+/// `out[i] = bf16(x[i])`, to nearest even, in chunks across threads with
+/// feature `fast` (bf16 mixed precision rounds every weight each pass).
+pub(crate) fn round_to_bf16(out: &mut [bf16], x: &[f32]) {
+    #[allow(unused_imports)]
+    use super::par::prelude::*;
+    par::chunks_mut!(out, par::CHUNK).zip(par::chunks!(x, par::CHUNK)).for_each(|(out, x)| {
+        out.iter_mut().zip(x).for_each(|(rounded, &value)| *rounded = bf16::from_f32(value));
+    });
 }
 
 /// The portable path: both operands widened to f32 (exact), then the f32
@@ -269,9 +280,15 @@ mod tests {
     #[test]
     fn matches_the_widened_product_in_every_layout_and_at_ragged_edges() {
         // Shapes that cross the kernel's tiles (6 × 64), the thread blocks
-        // (48 rows) and the depth blocks (512), odd depths included.
+        // (48 rows) and the depth blocks (1024), odd depths included.
+        #[cfg(all(feature = "fast", target_arch = "x86_64"))]
+        if !native::available() {
+            std::println!("no AVX-512 BF16 on this CPU: both sides take the widened path");
+        }
         let mut rng = SapoRng::from_seed_u64(11);
-        for &(m, k, n) in &[(1, 1, 1), (7, 3, 65), (50, 513, 130), (97, 1025, 64), (6, 1100, 200), (130, 2, 5)] {
+        for &(m, k, n) in
+            &[(1, 1, 1), (7, 3, 65), (50, 513, 130), (97, 1025, 64), (6, 1100, 200), (5, 2049, 70), (130, 2, 5)]
+        {
             for layout in 0..8 {
                 let spec = MatmulSpec {
                     m,

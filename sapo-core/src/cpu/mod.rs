@@ -256,14 +256,7 @@ impl Backend for CpuBackend {
     fn round_to_bf16(&self, out: &mut CpuBuffer<bf16>, x: &CpuBuffer<f32>, n: usize) -> Result<(), CpuError> {
         const OP: &str = "round_to_bf16";
         let x = head(OP, "x", x, n)?;
-        let out = head_mut(OP, "out", out, n)?;
-        // bf16 mixed precision rounds every weight each pass: chunks across
-        // threads with feature `fast`.
-        #[allow(unused_imports)]
-        use par::prelude::*;
-        par::chunks_mut!(out, par::CHUNK).zip(par::chunks!(x, par::CHUNK)).for_each(|(out, x)| {
-            out.iter_mut().zip(x).for_each(|(rounded, &value)| *rounded = bf16::from_f32(value));
-        });
+        matmul_bf16::round_to_bf16(head_mut(OP, "out", out, n)?, x);
         Ok(())
     }
 

@@ -18,9 +18,7 @@ use alloc::vec::Vec;
 use super::activations::{Activations, LayerActivations};
 use super::batch::DeviceBatch;
 use super::config::LlamaConfig;
-use super::mixed::{
-    Bf16Workspace, HeadOutputs, HeadRows, Matrix, head_backward, head_forward, project, project_backward,
-};
+use super::mixed::{Bf16Workspace, HeadRows, Matrix, head_backward, head_forward, project, project_backward};
 use super::params::{LayerParams, LlamaParams};
 use crate::backend::{Backend, MatmulSpec};
 
@@ -87,7 +85,7 @@ pub fn forward<B: Backend>(
     backend.rms_norm_forward(normed, rstd_final, output, &params.norm, t, c, config.rms_norm_eps)?;
     let (r, s) = (batch.n_rows, batch.n_seqs);
     let head_rows = HeadRows { hidden: normed, rows: &batch.rows, targets: &batch.targets, n_rows: r };
-    head_forward(backend, bf16.as_mut(), config, params, HeadOutputs { logps, lse: lm_lse }, head_rows)?;
+    head_forward(backend, bf16.as_mut(), config, params, logps, lm_lse, head_rows)?;
     backend.sequence_logprobs(sums, means, logps, &batch.row_seqs, r, s)?;
     let mut sums_host = backend.download(sums)?;
     let mut means_host = backend.download(means)?;

@@ -151,11 +151,11 @@ pub(crate) fn head_forward<B: Backend>(
     mixed: Option<&mut Bf16Workspace<B>>,
     config: &LlamaConfig,
     params: &LlamaParams<B>,
-    out: HeadOutputs<'_, B>,
+    logps: &mut B::Buf<f32>,
+    lse: &mut B::Buf<f32>,
     rows: HeadRows<'_, B>,
 ) -> Result<(), B::Error> {
     let (c, v) = (config.hidden_size, config.vocab_size);
-    let HeadOutputs { logps, lse } = out;
     let HeadRows { hidden, rows, targets, n_rows } = rows;
     match mixed {
         None => backend.token_logprobs_forward(logps, lse, hidden, params.lm_head(), rows, targets, n_rows, c, v),
@@ -196,12 +196,6 @@ pub(crate) fn head_backward<B: Backend>(
                 .token_logprobs_backward_bf16(dhidden, dlm_head, dlogps, hidden, head, rows, targets, lse, n_rows, c, v)
         }
     }
-}
-
-/// The LM head's forward outputs: per-row log-probs and log-sum-exps.
-pub(crate) struct HeadOutputs<'a, B: Backend> {
-    pub logps: &'a mut B::Buf<f32>,
-    pub lse: &'a mut B::Buf<f32>,
 }
 
 /// The rows the LM head scores: the final hidden states `[T, C]`, the
