@@ -94,6 +94,33 @@ impl CudaBackend {
         })
     }
 
+    /// Gathers the hidden states of rows `first..first + count` into the
+    /// block's scratch and computes their logits there; a bf16 head's rows
+    /// are rounded first (and stay in `rows_hidden_bf16` for backward).
+    #[allow(clippy::too_many_arguments)]
+    fn block_logits(
+        &self,
+        op: &'static str,
+        block: &mut BlockScratch<'_>,
+        head: LmHead<'_>,
+        hidden: &CudaBuf<f32>,
+        rows: &CudaBuf<u32>,
+        first: usize,
+        count: usize,
+        channels: usize,
+        vocab: usize,
+    ) -> Result {
+        let (c, first32, count32) = (dim(op, "channels", channels)?, first as u32, count as u32);
+        let rows_hidden = &mut *block.rows_hidden;
+        self.launch(&self.kernels.gather_rows, Self::elementwise(count * channels), |args| {
+            args.buf_mut(rows_hidden).buf(hidden).buf(rows).value(&first32).value(&count32).value(&c);
+        })?;
+        self.round_for(head, block.rows_hidden_bf16, block.rows_hidden, count * channels)?;
+        let spec =
+            MatmulSpec { m: count, k: channels, n: vocab, transpose_a: false, transpose_b: true, accumulate: false };
+        times_head(self, block.logits, block.rows_hidden, block.rows_hidden_bf16, head, spec)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn lm_head_forward(
         &self,
@@ -116,26 +143,13 @@ impl CudaBackend {
         if n_rows == 0 {
             return Ok(());
         }
-        let (c, v) = (dim(op, "channels", channels)?, dim(op, "vocab", vocab)?);
+        let v = dim(op, "vocab", vocab)?;
         let mut scratch = self.scratch()?;
-        let BlockScratch { rows: block_rows, rows_hidden, logits, rows_hidden_bf16, .. } =
-            self.lm_head_scratch(&mut scratch, head, n_rows, channels, vocab)?;
-        for first in (0..n_rows).step_by(block_rows) {
-            let count = block_rows.min(n_rows - first);
-            let (first32, count32) = (first as u32, count as u32);
-            self.launch(&self.kernels.gather_rows, Self::elementwise(count * channels), |args| {
-                args.buf_mut(rows_hidden).buf(hidden).buf(rows).value(&first32).value(&count32).value(&c);
-            })?;
-            self.round_for(head, rows_hidden_bf16, rows_hidden, count * channels)?;
-            let spec = MatmulSpec {
-                m: count,
-                k: channels,
-                n: vocab,
-                transpose_a: false,
-                transpose_b: true,
-                accumulate: false,
-            };
-            times_head(self, logits, rows_hidden, rows_hidden_bf16, head, spec)?;
+        let mut block = self.lm_head_scratch(&mut scratch, head, n_rows, channels, vocab)?;
+        for first in (0..n_rows).step_by(block.rows) {
+            let count = block.rows.min(n_rows - first);
+            self.block_logits(op, &mut block, head, hidden, rows, first, count, channels, vocab)?;
+            let (first32, count32, logits) = (first as u32, count as u32, &*block.logits);
             self.launch(&self.kernels.logits_lse, Self::per_row(count), |args| {
                 args.buf_mut(logps).buf_mut(lse).buf(logits).buf(targets);
                 args.value(&first32).value(&count32).value(&v);
@@ -171,8 +185,7 @@ impl CudaBackend {
         }
         let (c, v) = (dim(op, "channels", channels)?, dim(op, "vocab", vocab)?);
         let mut scratch = self.scratch()?;
-        let BlockScratch { rows: block_rows, rows_hidden, logits, rows_dhidden, rows_hidden_bf16, logits_bf16 } =
-            self.lm_head_scratch(&mut scratch, head, n_rows, channels, vocab)?;
+        let mut block = self.lm_head_scratch(&mut scratch, head, n_rows, channels, vocab)?;
         // Distinct rows (what a packed batch gives: one row per scored
         // token) are added without atomics, so the result is reproducible;
         // repeated rows need the atomic kernel.
@@ -181,22 +194,11 @@ impl CudaBackend {
         rows_host.sort_unstable();
         let distinct = rows_host.windows(2).all(|pair| pair[0] != pair[1]);
         let scatter = if distinct { &self.kernels.add_rows } else { &self.kernels.scatter_add_rows };
-        for first in (0..n_rows).step_by(block_rows) {
-            let count = block_rows.min(n_rows - first);
+        for first in (0..n_rows).step_by(block.rows) {
+            let count = block.rows.min(n_rows - first);
+            self.block_logits(op, &mut block, head, hidden, rows, first, count, channels, vocab)?;
+            let BlockScratch { rows_hidden, logits, rows_dhidden, rows_hidden_bf16, logits_bf16, .. } = &mut block;
             let (first32, count32) = (first as u32, count as u32);
-            self.launch(&self.kernels.gather_rows, Self::elementwise(count * channels), |args| {
-                args.buf_mut(rows_hidden).buf(hidden).buf(rows).value(&first32).value(&count32).value(&c);
-            })?;
-            self.round_for(head, rows_hidden_bf16, rows_hidden, count * channels)?;
-            let to_logits = MatmulSpec {
-                m: count,
-                k: channels,
-                n: vocab,
-                transpose_a: false,
-                transpose_b: true,
-                accumulate: false,
-            };
-            times_head(self, logits, rows_hidden, rows_hidden_bf16, head, to_logits)?;
             self.launch(&self.kernels.logits_grad, Self::elementwise(count * vocab), |args| {
                 args.buf_mut(logits).buf(dlogps).buf(targets).buf(lse).value(&first32).value(&count32).value(&v);
             })?;
