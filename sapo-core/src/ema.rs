@@ -1,5 +1,5 @@
 //! The exponential moving average of the policy's weights, and the copy
-//! that refreshes the reference model (ALGORITHMS.md, SAPO step 1 and 4).
+//! that refreshes the reference model (docs/algorithms.md, SAPO step 1 and 4).
 //!
 //! ```text
 //! θ_ema ← β·θ_ema + (1−β)·θ

@@ -19,7 +19,7 @@
 //! | [`sppo`] | SPPO's win-rate estimate P̂ and chosen/rejected selection |
 //! | [`rng`] | the deterministic, serialisable generator every random choice goes through |
 //!
-//! The numerical contract is `ALGORITHMS.md` of the project; every formula in
+//! The numerical contract is `docs/algorithms.md` of the project; every formula in
 //! these docs cites it.
 //!
 //! ```

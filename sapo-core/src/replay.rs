@@ -1,5 +1,5 @@
 //! SAPO's replay buffer: a FIFO of training pairs with draw counts
-//! (ALGORITHMS.md, SAPO "Replay buffer").
+//! (docs/algorithms.md, SAPO "Replay buffer").
 //!
 //! New pairs go in at the back; at capacity the oldest falls out. A training
 //! batch is drawn **with replacement** either uniformly or with item weight

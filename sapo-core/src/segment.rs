@@ -1,6 +1,6 @@
 //! SAPO's segment truncation: where to cut the chosen response, what the EMA
 //! model regenerates, and how the rejected sequence and both loss masks are
-//! assembled (ALGORITHMS.md, SAPO "Segment truncation"; the authors'
+//! assembled (docs/algorithms.md, SAPO "Segment truncation"; the authors'
 //! `SAPODataCollatorWithPadding`).
 //!
 //! Two steps, with the sampler in between:

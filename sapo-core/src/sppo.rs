@@ -1,4 +1,4 @@
-//! SPPO's win-rate estimate and pair selection (ALGORITHMS.md, "SPPO's
+//! SPPO's win-rate estimate and pair selection (docs/algorithms.md, "SPPO's
 //! win-rate estimate"; the authors' `scripts/compute_prob.py`).
 //!
 //! For one prompt with K sampled responses, a preference oracle gives either

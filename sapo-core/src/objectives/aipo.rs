@@ -1,5 +1,5 @@
 //! AIPO: agreement-aware iterative preference optimization
-//! (ALGORITHMS.md, `aipo`; the authors' `customized_dpo_trainer.py`).
+//! (docs/algorithms.md, `aipo`; the authors' `customized_dpo_trainer.py`).
 //!
 //! ```text
 //! a = (logπ(y_w) − logπ(y_l)) − (1+α)·(logref(y_w) − logref(y_l)) − γ
@@ -48,14 +48,21 @@ impl Default for AipoParams {
     }
 }
 
-/// Needs the reference log-probs and both token counts.
-pub(crate) fn compute<T: Real>(params: &AipoParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
+/// The hyper-parameters' ranges: β > 0, ε ∈ [0, 0.5], α > −1, λ ≥ 0, γ finite.
+pub(crate) fn check(params: &AipoParams) -> Result<(), ObjectiveError> {
     const NAME: &str = "aipo";
     let sigmoid_params = DpoParams { beta: params.beta, label_smoothing: params.label_smoothing };
     sigmoid_params.check(NAME)?;
     check_param(NAME, "alpha", params.alpha, params.alpha > -1.0, "α must exceed −1")?;
     check_param(NAME, "lambda", params.lambda, params.lambda >= 0.0, "λ must be non-negative")?;
-    check_param(NAME, "gamma", params.gamma, true, "γ must be finite")?;
+    check_param(NAME, "gamma", params.gamma, true, "γ must be finite")
+}
+
+/// Needs the reference log-probs and both token counts.
+pub(crate) fn compute<T: Real>(params: &AipoParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
+    const NAME: &str = "aipo";
+    check(params)?;
+    let sigmoid_params = DpoParams { beta: params.beta, label_smoothing: params.label_smoothing };
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, token_counts: true, ..Needs::default() })?;
     let size = inputs.batch_size();
     let mut acc = Accumulator::new(NAME, size, true);

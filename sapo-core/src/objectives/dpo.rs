@@ -8,7 +8,7 @@
 //! ```
 //!
 //! ε = 0 is current TRL's `sigmoid`; ε > 0 is TRL ≤ 0.28's smoothed form
-//! and the one the SPPO/AIPO forks ship (ALGORITHMS.md, `dpo`).
+//! and the one the SPPO/AIPO forks ship (docs/algorithms.md, `dpo`).
 
 use super::stable::{log_sigmoid, sigmoid};
 use super::{Accumulator, Inputs, Needs, ObjectiveError, PairBatch, PairOutput, check_param, reward_metrics};

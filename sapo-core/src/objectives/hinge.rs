@@ -47,12 +47,18 @@ pub fn pair_loss_grad(z: f64, params: &HingeParams) -> f64 {
     if 1.0 - params.beta * z > 0.0 { -params.beta } else { 0.0 }
 }
 
+/// The hyper-parameter's range: β > 0.
+pub(crate) fn check(params: &HingeParams) -> Result<(), ObjectiveError> {
+    const NAME: &str = "hinge";
+    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")
+}
+
 pub(crate) fn compute<T: Real>(
     params: &HingeParams,
     batch: &PairBatch<'_, T>,
 ) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "hinge";
-    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")?;
+    check(params)?;
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, ..Needs::default() })?;
     let mut acc = Accumulator::new(NAME, inputs.batch_size(), true);
     let scale = acc.inv_batch();

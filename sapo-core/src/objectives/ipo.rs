@@ -52,10 +52,16 @@ pub fn pair_loss_grad(mean_margin: f64, params: &IpoParams) -> f64 {
     2.0 * (mean_margin - 0.5 / params.beta)
 }
 
+/// The hyper-parameter's range: β > 0.
+pub(crate) fn check(params: &IpoParams) -> Result<(), ObjectiveError> {
+    const NAME: &str = "ipo";
+    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")
+}
+
 /// Needs the reference log-probs and both token counts.
 pub(crate) fn compute<T: Real>(params: &IpoParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "ipo";
-    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")?;
+    check(params)?;
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, token_counts: true, ..Needs::default() })?;
     let mut acc = Accumulator::new(NAME, inputs.batch_size(), true);
     let scale = acc.inv_batch();

@@ -13,7 +13,7 @@
 //! [`stable`]; results are finite for any finite input or an
 //! [`ObjectiveError::NonFiniteResult`] is returned — never a NaN.
 //!
-//! | objective | file | per-pair loss (ALGORITHMS.md) |
+//! | objective | file | per-pair loss (docs/algorithms.md) |
 //! |---|---|---|
 //! | [`Objective::Dpo`] | `dpo.rs` | `−(1−ε)·logσ(βz) − ε·logσ(−βz)` |
 //! | [`Objective::Hinge`] | `hinge.rs` | `relu(1 − βz)` |
@@ -148,7 +148,7 @@ pub enum ObjectiveError {
 /// An empty slice means "not given"; each objective says which inputs it
 /// needs and returns [`ObjectiveError::MissingInput`] when one is absent.
 /// Log-probs are **sums** over a response's tokens (the end-of-sequence token
-/// included, prompt and padding excluded), as ALGORITHMS.md defines `logp(y)`.
+/// included, prompt and padding excluded), as docs/algorithms.md defines `logp(y)`.
 ///
 /// ```
 /// use sapo_core::objectives::PairBatch;
@@ -328,6 +328,69 @@ impl Objective {
     /// Whether the objective reads reference log-probs (all but ORPO).
     pub fn needs_reference(&self) -> bool {
         !matches!(self, Objective::Orpo(_))
+    }
+
+    /// Checks the hyper-parameters against their ranges — the one rule per
+    /// parameter that [`Objective::compute`] also applies, so a trainer can
+    /// refuse a bad config before its first step.
+    ///
+    /// ```
+    /// use sapo_core::objectives::{DpoParams, Objective, ObjectiveError};
+    /// assert!(Objective::Dpo(DpoParams::default()).check().is_ok());
+    /// let error = Objective::Dpo(DpoParams { beta: 0.0, label_smoothing: 0.0 }).check().unwrap_err();
+    /// assert!(matches!(error, ObjectiveError::InvalidParameter { name: "beta", .. }));
+    /// ```
+    ///
+    /// # Errors
+    /// [`ObjectiveError::InvalidParameter`] naming the first bad parameter.
+    pub fn check(&self) -> Result<(), ObjectiveError> {
+        match self {
+            Objective::Dpo(params) => params.check("dpo"),
+            Objective::Hinge(params) => hinge::check(params),
+            Objective::Ipo(params) => ipo::check(params),
+            Objective::Orpo(params) => orpo::check(params),
+            Objective::Sppo(params) => sppo::check(params),
+            Objective::SppoHard(params) => sppo_hard::check(params),
+            Objective::Aipo(params) => aipo::check(params),
+            Objective::Spin(params) => DpoParams { beta: params.beta, label_smoothing: 0.0 }.check("spin"),
+        }
+    }
+
+    /// TRL's reward metrics of a batch (`rewards/chosen`, `rewards/rejected`,
+    /// `rewards/accuracies`, `rewards/margins`, `logps/chosen`,
+    /// `logps/rejected`) under this objective's implicit reward
+    /// `β·(logπ − logref)`, as [`Objective::compute`] logs them; `None` for
+    /// ORPO, whose reward is not measured against a reference. An evaluation
+    /// on held-out pairs reads them without needing the objective's other
+    /// inputs (token counts, win rates).
+    ///
+    /// ```
+    /// use sapo_core::objectives::{DpoParams, Objective, OrpoParams, PairBatch};
+    /// let (pc, pr, rc, rr) = ([-3.0_f64], [-4.0], [-3.5], [-3.9]);
+    /// let batch = PairBatch::new(&pc, &pr).with_reference(&rc, &rr);
+    /// let metrics = Objective::Dpo(DpoParams::default()).reward_metrics(&batch)?.expect("DPO has a reference");
+    /// // β·z = 0.1·((−3 + 3.5) − (−4 + 3.9)) = 0.06.
+    /// assert!((metrics.get("rewards/margins").unwrap() - 0.06).abs() < 1e-12);
+    /// assert!(Objective::Orpo(OrpoParams::default()).reward_metrics(&batch)?.is_none());
+    /// # Ok::<(), sapo_core::objectives::ObjectiveError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Objective::compute`] for the policy and reference inputs and β.
+    pub fn reward_metrics<T: Real>(&self, batch: &PairBatch<'_, T>) -> Result<Option<Metrics<f64>>, ObjectiveError> {
+        let beta = match self {
+            Objective::Orpo(_) => return Ok(None),
+            Objective::Dpo(DpoParams { beta, .. })
+            | Objective::Hinge(HingeParams { beta })
+            | Objective::Ipo(IpoParams { beta })
+            | Objective::Sppo(SppoParams { beta })
+            | Objective::SppoHard(SppoHardParams { beta })
+            | Objective::Aipo(AipoParams { beta, .. })
+            | Objective::Spin(SpinParams { beta }) => *beta,
+        };
+        self.check()?;
+        let inputs = Inputs::check(self.name(), batch, Needs { reference: true, ..Needs::default() })?;
+        Ok(Some(reward_metrics(beta, &inputs)))
     }
 
     /// Computes loss, gradients and metrics for one batch.

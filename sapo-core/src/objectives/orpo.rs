@@ -1,5 +1,5 @@
 //! ORPO: a negative log-likelihood term plus an odds-ratio term, no
-//! reference model (ALGORITHMS.md, `orpo`; TRL's `trl.experimental.orpo`).
+//! reference model (docs/algorithms.md, `orpo`; TRL's `trl.experimental.orpo`).
 //!
 //! With `p̄ = logπ(y)/|y|` the mean response log-prob of each side:
 //!
@@ -76,11 +76,17 @@ pub fn log_odds(chosen_mean_logp: f64, rejected_mean_logp: f64) -> f64 {
     (chosen_mean_logp - rejected_mean_logp) - (log1mexp(chosen_mean_logp) - log1mexp(rejected_mean_logp))
 }
 
+/// The hyper-parameter's range: λ ≥ 0.
+pub(crate) fn check(params: &OrpoParams) -> Result<(), ObjectiveError> {
+    const NAME: &str = "orpo";
+    check_param(NAME, "lambda", params.lambda, params.lambda >= 0.0, "λ must be non-negative")
+}
+
 /// Needs both token counts, and for the default scope the chosen NLL sums
 /// and counts. Reference log-probs are ignored.
 pub(crate) fn compute<T: Real>(params: &OrpoParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "orpo";
-    check_param(NAME, "lambda", params.lambda, params.lambda >= 0.0, "λ must be non-negative")?;
+    check(params)?;
     let needs_nll = params.nll_scope == NllScope::PromptAndResponse;
     let inputs = Inputs::check(NAME, batch, Needs { token_counts: true, chosen_nll: needs_nll, ..Needs::default() })?;
     let size = inputs.batch_size();

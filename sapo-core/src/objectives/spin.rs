@@ -3,7 +3,7 @@
 //! The objective is [`super::dpo`]'s with ε = 0; what makes it SPIN is the
 //! data: the rejected response is the previous iteration's own generation
 //! and the reference is that previous model, fixed for the iteration
-//! (ALGORITHMS.md, `spin`).
+//! (docs/algorithms.md, `spin`).
 
 use super::dpo::{DpoParams, compute_named};
 use super::{ObjectiveError, PairBatch, PairOutput};

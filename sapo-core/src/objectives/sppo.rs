@@ -5,7 +5,7 @@
 //! ∂ℓ/∂r_w = r_w − (P̂_w − ½)/β      ∂ℓ/∂r_l = r_l − (P̂_l − ½)/β
 //! ```
 //! with `r = logπ(y) − logref(y)` and `P̂` from [`crate::sppo`]
-//! (ALGORITHMS.md, `sppo`). The win rates are targets: constants, no
+//! (docs/algorithms.md, `sppo`). The win rates are targets: constants, no
 //! gradient flows into them.
 
 use super::{Accumulator, Inputs, Needs, ObjectiveError, PairBatch, PairOutput, check_param, reward_metrics};
@@ -30,10 +30,16 @@ impl Default for SppoParams {
     }
 }
 
+/// The hyper-parameter's range: β > 0.
+pub(crate) fn check(params: &SppoParams) -> Result<(), ObjectiveError> {
+    const NAME: &str = "sppo";
+    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")
+}
+
 /// Needs the reference log-probs and both win rates.
 pub(crate) fn compute<T: Real>(params: &SppoParams, batch: &PairBatch<'_, T>) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "sppo";
-    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")?;
+    check(params)?;
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, win_rates: true, ..Needs::default() })?;
     let mut acc = Accumulator::new(NAME, inputs.batch_size(), true);
     let scale = acc.inv_batch();

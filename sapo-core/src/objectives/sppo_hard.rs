@@ -4,7 +4,7 @@
 //! ℓ = (r_c − 0.5/β)² + (r_l + 0.5/β)²
 //! ∂ℓ/∂r_c = 2·(r_c − 0.5/β)      ∂ℓ/∂r_l = 2·(r_l + 0.5/β)
 //! ```
-//! with `r = logπ(y) − logref(y)` (ALGORITHMS.md, `sppo_hard`).
+//! with `r = logπ(y) − logref(y)` (docs/algorithms.md, `sppo_hard`).
 
 use super::{Accumulator, Inputs, Needs, ObjectiveError, PairBatch, PairOutput, check_param, reward_metrics};
 use crate::Real;
@@ -28,12 +28,18 @@ impl Default for SppoHardParams {
     }
 }
 
+/// The hyper-parameter's range: β > 0.
+pub(crate) fn check(params: &SppoHardParams) -> Result<(), ObjectiveError> {
+    const NAME: &str = "sppo_hard";
+    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")
+}
+
 pub(crate) fn compute<T: Real>(
     params: &SppoHardParams,
     batch: &PairBatch<'_, T>,
 ) -> Result<PairOutput<T>, ObjectiveError> {
     const NAME: &str = "sppo_hard";
-    check_param(NAME, "beta", params.beta, params.beta > 0.0, "β must be positive")?;
+    check(params)?;
     let inputs = Inputs::check(NAME, batch, Needs { reference: true, ..Needs::default() })?;
     let mut acc = Accumulator::new(NAME, inputs.batch_size(), true);
     let scale = acc.inv_batch();

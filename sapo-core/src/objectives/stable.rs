@@ -15,7 +15,7 @@ pub fn softplus(x: f64) -> f64 {
     x.max(0.0) + libm::log1p(libm::exp(-x.abs()))
 }
 
-/// `logσ(x) = −softplus(−x)` (ALGORITHMS.md, notation).
+/// `logσ(x) = −softplus(−x)` (docs/algorithms.md, notation).
 ///
 /// ```
 /// use sapo_core::objectives::stable::log_sigmoid;
@@ -49,7 +49,7 @@ pub fn sigmoid(x: f64) -> f64 {
 ///
 /// This is sapo's deliberate deviation from TRL, whose ORPO gives −∞ and then
 /// NaN for a response the model predicts with probability 1
-/// (ALGORITHMS.md, `orpo`).
+/// (docs/algorithms.md, `orpo`).
 pub const LOG1MEXP_MAX_ARG: f64 = -1e-7;
 
 /// `log1mexp(x) = ln(1 − eˣ)` for `x < 0`, after clamping `x` to at most

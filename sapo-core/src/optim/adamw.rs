@@ -55,7 +55,23 @@ impl AdamWParams {
     /// ```
     pub const DEFAULT_LR: f64 = 1e-3;
 
-    fn check(&self, op: &'static str) -> Result<(), OptimError> {
+    /// Checks the hyper-parameters against their ranges — the rule
+    /// [`adamw_update`] applies — so a trainer can refuse a bad config
+    /// before its first step.
+    ///
+    /// ```
+    /// use sapo_core::optim::{AdamWParams, OptimError};
+    /// let params = AdamWParams { beta1: 0.9, beta2: 1.0, eps: 1e-8, weight_decay: 0.0 };
+    /// assert!(matches!(params.check(), Err(OptimError::InvalidParameter { name: "beta2", .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// [`OptimError::InvalidParameter`] naming the first bad parameter.
+    pub fn check(&self) -> Result<(), OptimError> {
+        self.check_for("adamw")
+    }
+
+    fn check_for(&self, op: &'static str) -> Result<(), OptimError> {
         let unit = |value: f64| (0.0..1.0).contains(&value);
         check_param(op, "beta1", self.beta1, unit(self.beta1), "β1 must lie in [0, 1)")?;
         check_param(op, "beta2", self.beta2, unit(self.beta2), "β2 must lie in [0, 1)")?;
@@ -111,7 +127,7 @@ impl AdamWStep {
             return Err(OptimError::ZeroStep { op: OP });
         }
         check_param(OP, "lr", lr, lr >= 0.0, "the learning rate must be non-negative")?;
-        hp.check(OP)?;
+        hp.check_for(OP)?;
         // torch reads the step from a float32 tensor as a Python float, exact up to 2²⁴.
         let step = step as f64;
         let bias_correction1 = 1.0 - libm::pow(hp.beta1, step);

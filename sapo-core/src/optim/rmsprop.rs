@@ -61,7 +61,23 @@ impl RmspropParams {
     /// ```
     pub const DEFAULT_LR: f64 = 1e-2;
 
-    fn check(&self, op: &'static str) -> Result<(), OptimError> {
+    /// Checks the hyper-parameters against their ranges — the rule
+    /// [`rmsprop_update`] applies — so a trainer can refuse a bad config
+    /// before its first step.
+    ///
+    /// ```
+    /// use sapo_core::optim::{OptimError, RmspropParams};
+    /// let params = RmspropParams { alpha: 1.5, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false };
+    /// assert!(matches!(params.check(), Err(OptimError::InvalidParameter { name: "alpha", .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// [`OptimError::InvalidParameter`] naming the first bad parameter.
+    pub fn check(&self) -> Result<(), OptimError> {
+        self.check_for("rmsprop")
+    }
+
+    fn check_for(&self, op: &'static str) -> Result<(), OptimError> {
         let unit = |value: f64| (0.0..1.0).contains(&value);
         check_param(op, "alpha", self.alpha, unit(self.alpha), "α must lie in [0, 1)")?;
         check_param(op, "eps", self.eps, self.eps > 0.0, "ε must be positive")?;
@@ -132,7 +148,7 @@ impl RmspropStep {
     pub fn new(lr: f64, hp: &RmspropParams) -> Result<Self, OptimError> {
         const OP: &str = "rmsprop_update";
         check_param(OP, "lr", lr, lr >= 0.0, "the learning rate must be non-negative")?;
-        hp.check(OP)?;
+        hp.check_for(OP)?;
         Ok(RmspropStep {
             weight_decay: hp.weight_decay as f32,
             alpha: hp.alpha as f32,
