@@ -1,23 +1,35 @@
-//! `sapo train`: every method behind one trainer.
+//! `sapo train`: every method on one trainer.
 //!
-//! * [`checkpoint`] — checkpoints: weights, run state, manifest; verified loading;
-//! * [`config`] — the TOML configuration, its defaults per method and `--set` overrides;
+//! * [`config`] — the TOML configuration: each field declared once with its
+//!   help, typed default, per-method recipes and range checks;
 //! * [`data`] — the dataset shape each method needs, tokenised and cut;
+//! * [`session`] — the model, gradients, optimizer, RNG and counters every
+//!   method stands on, and the optimizer step ([`optimizer`], [`plan`]);
+//! * [`methods`] — one type per method family (SFT, offline pairs, SAPO,
+//!   iterative SPIN/SPPO/AIPO), each owning exactly its state;
 //! * [`passes`] — packing, forward, objective and backward of one micro-batch;
 //! * [`sampler`] — batched KV-cache generation (SAPO's segments, SPIN, evaluation);
-//! * [`eval`] — task accuracy on held-out prompts with the shipped judge;
+//! * [`eval`] and [`heldout`] — task accuracy and held-out pair figures;
+//! * [`oracle`] — SPPO's and AIPO's judges;
 //! * [`report`] — `metrics.jsonl`, the progress bar, the zero-margin diagnostic;
-//! * [`run`] — the [`Trainer`] that holds all run state, and the loop of each method.
+//! * [`checkpoint`] and [`state`] — checkpoints: weights, run state, manifest; verified loading;
+//! * [`run`] — the [`Trainer`] that drives a method step by step.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod heldout;
+pub mod methods;
+pub mod optimizer;
 pub mod oracle;
 pub mod passes;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod sampler;
+pub mod session;
+pub mod state;
 
 pub use config::{Method, TrainConfig};
 pub use run::{RunSummary, Trainer, train};
