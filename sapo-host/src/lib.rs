@@ -4,6 +4,7 @@
 //! safetensors layout and GGUF), tokenizers and chat templates, datasets,
 //! and the `sapo` command built on them. The maths lives in `sapo-core`.
 
+pub mod atomic_file;
 pub mod chat_template;
 pub mod compare;
 pub mod data;

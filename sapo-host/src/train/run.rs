@@ -33,6 +33,7 @@ use super::oracle::{self, Judgement, Oracle};
 use super::passes::{self, ModelRef, PairSeqs, ReferenceLogps, ScoredSeq, SftSeq, Workspace};
 use super::report::{Reporter, ReporterState, StepMetrics};
 use super::sampler::Sampler;
+use crate::atomic_file;
 use crate::model_files::{self, LoadedModel, Weights};
 
 /// The optimizer and its state.
@@ -423,7 +424,7 @@ impl<B: TrainBackend> Trainer<B> {
     pub fn run(mut self, quiet: bool) -> Result<RunSummary> {
         let cfg = self.cfg.clone();
         std::fs::create_dir_all(&cfg.output_dir).with_context(|| format!("{}", cfg.output_dir.display()))?;
-        crate::hf::write_atomically(&cfg.output_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        atomic_file::write_atomically(&cfg.output_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let template = self.model.chat_template.clone();
         let train_data = data::load(&cfg, &cfg.data, &self.model.tokenizer, template.as_ref())?;
         let eval_prompts = if cfg.eval_data.as_os_str().is_empty() {
@@ -1008,7 +1009,7 @@ impl<B: TrainBackend> Trainer<B> {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
                 }
-                crate::hf::write_atomically(&path, &checkpoint::encode_state(&postcard::to_allocvec(&sums)?))?;
+                atomic_file::write_atomically(&path, &checkpoint::encode_state(&postcard::to_allocvec(&sums)?))?;
                 sums
             }
         };
@@ -1443,7 +1444,7 @@ impl<B: TrainBackend> Trainer<B> {
             }
         }
         std::fs::create_dir_all(&samples_dir).with_context(|| format!("{}", samples_dir.display()))?;
-        crate::hf::write_atomically(&samples_dir.join(format!("iteration-{iteration}.jsonl")), lines.as_bytes())?;
+        atomic_file::write_atomically(&samples_dir.join(format!("iteration-{iteration}.jsonl")), lines.as_bytes())?;
         let n_samples = (prompts.len() * k).max(1) as f64;
         let n_pairs = pairs.len().max(1) as f64;
         reporter.log_event(serde_json::json!({
