@@ -687,7 +687,7 @@ impl<B: TrainBackend> Trainer<B> {
     /// # Errors
     /// An I/O error.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
-        crate::hf::save(&self.backend, dir, &self.model.hf_config, &self.model.params)?;
+        model_files::hf::save(&self.backend, dir, &self.model.hf_config, &self.model.params)?;
         self.model.tokenizer.save_pretrained(dir)?;
         Ok(())
     }
