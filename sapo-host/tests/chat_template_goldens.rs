@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use sapo_host::chat_template::{ChatTemplate, ChatTemplateError, Message, OrderedJson, RenderOptions};
-use sapo_host::gguf::{GgufFile, tokenizer_parts};
+use sapo_host::model_files::gguf::{GgufFile, tokenizer_parts};
 use sapo_host::tokenizer::{SpecialTokens, Tokenizer};
 use serde_json::Value;
 

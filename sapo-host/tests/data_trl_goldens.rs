@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sapo_host::chat_template::ChatTemplate;
 use sapo_host::data::{DataError, DatasetKind, DatasetLoader, FileFormat, LoadOptions, Problem, Truncation};
-use sapo_host::gguf::{GgufFile, tokenizer_parts};
+use sapo_host::model_files::gguf::{GgufFile, tokenizer_parts};
 use sapo_host::tokenizer::Tokenizer;
 use serde_json::Value;
 

@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use sapo_core::cpu::CpuBackend;
-use sapo_host::gguf::{GgmlType, GgufArray, GgufError, GgufFile, GgufValue, llama, tokenizer_parts};
+use sapo_host::model_files::gguf::{GgmlType, GgufArray, GgufError, GgufFile, GgufValue, llama, tokenizer_parts};
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
     let path = format!("{}/../fixtures/gguf/{name}", env!("CARGO_MANIFEST_DIR"));

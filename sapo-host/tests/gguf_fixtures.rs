@@ -8,7 +8,9 @@
 
 use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{LlamaConfig, tensor_specs};
-use sapo_host::gguf::{GgmlType, GgufArray, GgufError, GgufFile, GgufValue, GgufValueType, llama, tokenizer_parts};
+use sapo_host::model_files::gguf::{
+    GgmlType, GgufArray, GgufError, GgufFile, GgufValue, GgufValueType, llama, tokenizer_parts,
+};
 use serde_json::{Value, json};
 
 fn fixture_path(name: &str) -> String {

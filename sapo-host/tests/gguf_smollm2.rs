@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use sapo_core::cpu::CpuBackend;
 use sapo_core::model::{LlamaConfig, tensor_specs};
-use sapo_host::gguf::{GgmlType, GgufFile, llama, tokenizer_parts};
+use sapo_host::model_files::gguf::{GgmlType, GgufFile, llama, tokenizer_parts};
 use serde_json::Value;
 
 const MODEL: &str = "fixtures/downloads/SmolLM2-135M-Instruct.Q4_1.gguf";

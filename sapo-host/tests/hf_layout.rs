@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use sapo_core::backend::Backend;
 use sapo_core::cpu::CpuBackend;
-use sapo_host::hf::{self, HfError};
+use sapo_host::model_files::hf::{self, HfError};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").join(name)

@@ -300,7 +300,7 @@ fn sapo_loads_the_committed_datasets_in_every_shape_they_serve() {
 
 #[test]
 fn committed_base_config_reads_and_matches_the_tokenizer() {
-    let config = sapo_host::hf::read_config(&task_dir().join("base")).expect("config.json reads");
+    let config = sapo_host::model_files::hf::read_config(&task_dir().join("base")).expect("config.json reads");
     assert_eq!(config.model_type, "llama");
     assert_eq!(config.model.vocab_size, committed_tokenizer().vocab_size());
     assert_eq!((config.model.hidden_size, config.model.num_hidden_layers, config.model.head_dim), (128, 4, 32));

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use sapo_host::gguf::{GgufFile, tokenizer_parts};
+use sapo_host::model_files::gguf::{GgufFile, tokenizer_parts};
 use sapo_host::tokenizer::{BpeParts, Tokenizer, TokenizerError};
 use serde_json::Value;
 

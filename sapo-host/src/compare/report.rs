@@ -252,10 +252,10 @@ pub fn write_report(
         let _ = writeln!(md, "- `{}`: [configs/{}.toml](configs/{}.toml)", cell.name, cell.name, cell.name);
     }
     let md_path = layout.root.join("results.md");
-    crate::hf::write_atomically(&md_path, md.as_bytes())?;
+    crate::atomic_file::write_atomically(&md_path, md.as_bytes())?;
     written.insert(0, md_path);
     let json_path = layout.root.join("results.json");
-    crate::hf::write_atomically(&json_path, serde_json::to_string_pretty(results)?.as_bytes())?;
+    crate::atomic_file::write_atomically(&json_path, serde_json::to_string_pretty(results)?.as_bytes())?;
     written.insert(1, json_path);
     Ok(written)
 }

@@ -43,7 +43,7 @@ pub fn plan(grid: &Grid, layout: &Layout) -> Result<Vec<PlannedRun>> {
     let mut runs = Vec::new();
     for cell in &grid.cells {
         let config_path = layout.config_path(&cell.name);
-        crate::hf::write_atomically(&config_path, grid.cell_config(cell).as_bytes())?;
+        crate::atomic_file::write_atomically(&config_path, grid.cell_config(cell).as_bytes())?;
         crate::train::config::resolve(Some(&config_path), &["seed=1".into()])
             .with_context(|| format!("cell `{}`", cell.name))?;
         for &seed in &grid.seeds {
@@ -163,6 +163,6 @@ fn run_one(exe: &Path, layout: &Layout, run: &PlannedRun) -> Result<RunResult> {
         std::fs::remove_dir_all(&checkpoints).with_context(|| format!("{}", checkpoints.display()))?;
     }
     let json = serde_json::to_string_pretty(&marker)?;
-    crate::hf::write_atomically(&layout.done_marker(&run.cell, run.seed), json.as_bytes())?;
+    crate::atomic_file::write_atomically(&layout.done_marker(&run.cell, run.seed), json.as_bytes())?;
     Ok(result)
 }

@@ -140,7 +140,7 @@ pub enum Truncation {
         /// Most tokens in prompt + response.
         max_length: usize,
     },
-    /// SAPO (ALGORITHMS.md, "Segment truncation"): when prompt + response
+    /// SAPO (docs/algorithms.md, "Segment truncation"): when prompt + response
     /// exceeds `max_length`, the prompt keeps its last `max_prompt_length`
     /// tokens; if still too long the response keeps its first
     /// `max_length − len(prompt)` tokens (losing its EOS). The segment cut is

@@ -210,8 +210,8 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::from_bpe_parts`] on the tokenizer metadata the GGUF reader
-    /// returns ([`crate::gguf::tokenizer_parts`]).
-    pub fn from_gguf_parts(parts: &crate::gguf::TokenizerParts) -> Result<Self> {
+    /// returns ([`crate::model_files::gguf::tokenizer_parts`]).
+    pub fn from_gguf_parts(parts: &crate::model_files::gguf::TokenizerParts) -> Result<Self> {
         Self::from_bpe_parts(&BpeParts {
             model: parts.model.clone(),
             pre: parts.pre.clone(),

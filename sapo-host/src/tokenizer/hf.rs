@@ -185,7 +185,7 @@ impl Tokenizer {
         ];
         for (file, text) in files {
             if let Some(text) = text {
-                crate::hf::write_atomically(&dir.join(file), text.as_bytes())
+                crate::atomic_file::write_atomically(&dir.join(file), text.as_bytes())
                     .map_err(|error| TokenizerError::BadFile { path: dir.join(file), message: error.to_string() })?;
             }
         }

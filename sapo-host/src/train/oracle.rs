@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::config::{OracleName, TrainConfig};
+use crate::model_files::hf;
 
 /// An oracle's judgement of K responses.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,12 +331,12 @@ impl RewardModelOracle {
                 dir.display()
             );
         }
-        let mut config = crate::hf::read_config(dir)?.model;
+        let mut config = hf::read_config(dir)?.model;
         // The classification model has no LM head; the body loads as if tied.
         config.tie_word_embeddings = true;
         let backend = sapo_core::cpu::CpuBackend::new();
-        let params = crate::hf::load_params(&backend, dir, &config)?;
-        let (shape, score) = crate::hf::read_tensor(dir, "score.weight")?;
+        let params = hf::load_params(&backend, dir, &config)?;
+        let (shape, score) = hf::read_tensor(dir, "score.weight")?;
         if shape != [1, config.hidden_size] {
             bail!("{}: score.weight is {shape:?}, a reward model's is [1, {}]", dir.display(), config.hidden_size);
         }

@@ -178,7 +178,7 @@ impl<B: TrainBackend> Trainer<B> {
         let Trainer { mut session, resumed, last_checkpoint } = self;
         let cfg = session.cfg.clone();
         std::fs::create_dir_all(&cfg.output_dir).with_context(|| format!("{}", cfg.output_dir.display()))?;
-        crate::hf::write_atomically(&cfg.output_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        crate::atomic_file::write_atomically(&cfg.output_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let template = session.model.chat_template.clone();
         let train_data = data::load(&cfg, &cfg.data, &session.model.tokenizer, template.as_ref())?;
         let mut heldout = if cfg.eval_data.as_os_str().is_empty() {

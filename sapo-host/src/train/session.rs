@@ -223,7 +223,7 @@ impl<B: TrainBackend> Session<B> {
     /// # Errors
     /// An I/O error.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
-        crate::hf::save(&self.backend, dir, &self.model.hf_config, &self.model.params)?;
+        crate::model_files::hf::save(&self.backend, dir, &self.model.hf_config, &self.model.params)?;
         self.model.tokenizer.save_pretrained(dir)?;
         Ok(())
     }

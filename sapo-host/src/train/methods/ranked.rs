@@ -122,7 +122,7 @@ pub fn ranked_pairs<B: TrainBackend>(
         }
     }
     std::fs::create_dir_all(&samples_dir).with_context(|| format!("{}", samples_dir.display()))?;
-    crate::hf::write_atomically(&samples_dir.join(format!("iteration-{iteration}.jsonl")), lines.as_bytes())?;
+    crate::atomic_file::write_atomically(&samples_dir.join(format!("iteration-{iteration}.jsonl")), lines.as_bytes())?;
     let n_samples = (prompts.len() * k).max(1) as f64;
     let n_pairs = pairs.len().max(1) as f64;
     reporter.log_event(serde_json::json!({

@@ -54,7 +54,7 @@ impl PairReference {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
                 }
-                crate::hf::write_atomically(&path, &checkpoint::encode_state(&postcard::to_allocvec(&sums)?))?;
+                crate::atomic_file::write_atomically(&path, &checkpoint::encode_state(&postcard::to_allocvec(&sums)?))?;
                 sums
             }
         };

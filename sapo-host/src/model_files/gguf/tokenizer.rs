@@ -10,13 +10,13 @@ use super::value::GgufArray;
 /// file, each field named after the Hugging Face tokenizer setting it feeds.
 ///
 /// ```
-/// use sapo_host::gguf::{GgufFile, tokenizer_parts};
+/// use sapo_host::model_files::gguf::{GgufFile, tokenizer_parts};
 /// let file = GgufFile::open("../fixtures/gguf/tiny_llama.gguf.bin")?;
 /// let parts = tokenizer_parts(&file)?;
 /// assert_eq!(parts.model, "gpt2");
 /// assert_eq!(parts.tokens.len(), 24);
 /// assert_eq!(parts.eos_token_id.map(|id| parts.tokens[id as usize].as_str()), Some("</s>"));
-/// # Ok::<(), sapo_host::gguf::GgufError>(())
+/// # Ok::<(), sapo_host::model_files::gguf::GgufError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenizerParts {

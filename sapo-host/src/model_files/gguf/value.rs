@@ -106,7 +106,7 @@ impl fmt::Display for GgufValueType {
 /// A metadata value as stored, its type kept exactly (a `u32` stays a `u32`).
 ///
 /// ```
-/// use sapo_host::gguf::GgufValue;
+/// use sapo_host::model_files::gguf::GgufValue;
 /// let value = GgufValue::U32(30);
 /// assert_eq!(value.as_u64(), Some(30));
 /// assert_eq!(value.as_str(), None);

@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use sapo_core::cpu::CpuBackend;
-//! use sapo_host::gguf::{GgufFile, llama, tokenizer_parts};
+//! use sapo_host::model_files::gguf::{GgufFile, llama, tokenizer_parts};
 //!
 //! let file = GgufFile::open("../fixtures/gguf/tiny_llama.gguf.bin")?;
 //! assert_eq!(file.tensors().len(), 21);

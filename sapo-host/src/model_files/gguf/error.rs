@@ -11,7 +11,7 @@ use super::ggml_type::GgmlType;
 /// which file is at fault; format errors also carry the byte offset.
 ///
 /// ```
-/// use sapo_host::gguf::GgufFile;
+/// use sapo_host::model_files::gguf::GgufFile;
 /// let error = GgufFile::from_bytes("tiny.gguf", b"GGUF\x03\x00".to_vec()).unwrap_err();
 /// assert_eq!(error.to_string(), "tiny.gguf: truncated at byte 4: version needs 4 bytes, 2 left");
 /// ```

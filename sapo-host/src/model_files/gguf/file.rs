@@ -103,13 +103,13 @@ impl Storage {
 /// its tensor data memory-mapped and dequantised on request.
 ///
 /// ```
-/// use sapo_host::gguf::{GgmlType, GgufFile};
+/// use sapo_host::model_files::gguf::{GgmlType, GgufFile};
 /// let file = GgufFile::open("../fixtures/gguf/tiny_llama.gguf.bin")?;
 /// assert_eq!(file.metadata_str("general.architecture")?, Some("llama"));
 /// let q_proj = file.tensor("blk.0.attn_q.weight").expect("present");
 /// assert_eq!((q_proj.dims(), q_proj.ggml_type()), (&[32, 16][..], GgmlType::Q8_0));
 /// assert_eq!(file.tensor_f32("blk.0.attn_q.weight")?.len(), 16 * 32);
-/// # Ok::<(), sapo_host::gguf::GgufError>(())
+/// # Ok::<(), sapo_host::model_files::gguf::GgufError>(())
 /// ```
 #[derive(Debug)]
 pub struct GgufFile {

@@ -2,6 +2,20 @@
 //! `.gguf` file — into everything generation and training need: the
 //! architecture, the weights on a backend, the tokenizer and its chat
 //! template, and the ids that end a sequence.
+//!
+//! Models in the formats other tools read and write are handled here
+//! (training checkpoints, sapo's own format, are [`crate::train::checkpoint`]):
+//!
+//! * [`hf`] — the Hugging Face layout: `config.json`, memory-mapped
+//!   safetensors (single file or shards), and [`hf::save`] writing a
+//!   trained model back in that layout;
+//! * [`gguf`] — llama.cpp's GGUF files: the reader, dequantisation, the
+//!   LLaMA mapping to Hugging Face names, and the tokenizer metadata;
+//! * this module — [`load`] and [`load_with`], which pick one of the two
+//!   from the path and add the tokenizer, chat template and EOS ids.
+
+pub mod gguf;
+pub mod hf;
 
 use std::path::Path;
 
@@ -12,7 +26,6 @@ use sapo_core::model::{LlamaConfig, LlamaParams};
 
 use crate::chat_template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use crate::{gguf, hf};
 
 /// A model ready to run: its weights on the backend it was loaded onto.
 #[derive(Debug)]

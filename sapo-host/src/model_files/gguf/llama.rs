@@ -41,11 +41,11 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 /// exists (transformers would drop them; llama.cpp uses them).
 ///
 /// ```
-/// use sapo_host::gguf::{GgufFile, llama};
+/// use sapo_host::model_files::gguf::{GgufFile, llama};
 /// let file = GgufFile::open("../fixtures/gguf/tiny_llama.gguf.bin")?;
 /// let config = llama::config(&file)?;
 /// assert_eq!((config.hidden_size, config.head_dim, config.tie_word_embeddings), (32, 4, false));
-/// # Ok::<(), sapo_host::gguf::GgufError>(())
+/// # Ok::<(), sapo_host::model_files::gguf::GgufError>(())
 /// ```
 ///
 /// # Errors
@@ -247,7 +247,7 @@ const MODEL_TENSORS: [(&str, &str); 3] = [
 /// LLaMA mapping does not know.
 ///
 /// ```
-/// use sapo_host::gguf::llama::gguf_tensor_name;
+/// use sapo_host::model_files::gguf::llama::gguf_tensor_name;
 /// assert_eq!(gguf_tensor_name("model.layers.7.self_attn.o_proj.weight").as_deref(), Some("blk.7.attn_output.weight"));
 /// assert_eq!(gguf_tensor_name("model.embed_tokens.weight").as_deref(), Some("token_embd.weight"));
 /// ```
@@ -265,7 +265,7 @@ pub fn gguf_tensor_name(hf_name: &str) -> Option<String> {
 /// the LLaMA mapping does not know.
 ///
 /// ```
-/// use sapo_host::gguf::llama::hf_tensor_name;
+/// use sapo_host::model_files::gguf::llama::hf_tensor_name;
 /// assert_eq!(hf_tensor_name("blk.0.ffn_norm.weight").as_deref(), Some("model.layers.0.post_attention_layernorm.weight"));
 /// assert_eq!(hf_tensor_name("output.weight").as_deref(), Some("lm_head.weight"));
 /// assert_eq!(hf_tensor_name("rope_freqs.weight"), None);
@@ -294,12 +294,12 @@ fn parse_layer(text: &str) -> Option<usize> {
 ///
 /// ```
 /// use sapo_core::model::tensor_specs;
-/// use sapo_host::gguf::{GgufFile, llama};
+/// use sapo_host::model_files::gguf::{GgufFile, llama};
 /// let file = GgufFile::open("../fixtures/gguf/tiny_llama.gguf.bin")?;
 /// let config = llama::config(&file)?;
 /// let q_proj = tensor_specs(&config).into_iter().find(|spec| spec.name.ends_with("0.self_attn.q_proj.weight")).unwrap();
 /// assert_eq!(llama::hf_tensor_f32(&file, &config, &q_proj)?.len(), 16 * 32);
-/// # Ok::<(), sapo_host::gguf::GgufError>(())
+/// # Ok::<(), sapo_host::model_files::gguf::GgufError>(())
 /// ```
 ///
 /// # Errors
@@ -384,7 +384,7 @@ impl<E> From<E> for LoadError<E> {
 ///
 /// ```
 /// use sapo_core::cpu::CpuBackend;
-/// use sapo_host::gguf::{GgufFile, llama};
+/// use sapo_host::model_files::gguf::{GgufFile, llama};
 /// let file = GgufFile::open("../fixtures/gguf/tiny_llama.gguf.bin")?;
 /// let config = llama::config(&file)?;
 /// let params = llama::load_params(&CpuBackend::new(), &file, &config)?;

@@ -12,6 +12,8 @@ use sapo_core::backend::Backend;
 use sapo_core::model::{LlamaConfig, LlamaParams};
 use serde_json::Value;
 
+use crate::atomic_file::{AtomicWriteError, write_atomically};
+
 /// Why a Hugging Face model directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {
@@ -76,6 +78,12 @@ pub enum HfError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
     move |source| HfError::Io { path: path.to_path_buf(), source }
+}
+
+impl From<AtomicWriteError> for HfError {
+    fn from(AtomicWriteError { path, source }: AtomicWriteError) -> Self {
+        HfError::Io { path, source }
+    }
 }
 
 /// A model's `config.json` mapped to sapo's [`LlamaConfig`], with the ids
@@ -262,8 +270,8 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Writes `params` as `dir/model.safetensors` (f32) and `dir/config.json`
-/// (a Hugging Face config transformers loads), each written to a temporary
-/// file and renamed so a crash never leaves a half-written file.
+/// (a Hugging Face config transformers loads), each through
+/// [`write_atomically`] so a crash never leaves a half-written file.
 ///
 /// # Errors
 /// [`HfError::Io`] or a backend error.
@@ -292,7 +300,8 @@ where
     let bytes = safetensors::serialize(views, metadata)
         .map_err(|error| HfError::Safetensors { path: dir.join("model.safetensors"), reason: error.to_string() })?;
     write_atomically(&dir.join("model.safetensors"), &bytes)?;
-    write_atomically(&dir.join("config.json"), config_json(config).as_bytes())
+    write_atomically(&dir.join("config.json"), config_json(config).as_bytes())?;
+    Ok(())
 }
 
 fn config_json(config: &HfConfig) -> String {
@@ -334,17 +343,4 @@ fn config_json(config: &HfConfig) -> String {
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
     text.push('\n');
     text
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory,
-/// fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HfError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let temporary = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut file = File::create(&temporary).map_err(io(&temporary))?;
-    file.write_all(bytes).map_err(io(&temporary))?;
-    file.sync_all().map_err(io(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io(path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
