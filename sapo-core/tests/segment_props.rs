@@ -1,4 +1,4 @@
-//! Properties of SAPO's segment truncation (ALGORITHMS.md, "Segment
+//! Properties of SAPO's segment truncation (docs/algorithms.md, "Segment
 //! truncation") over random prompts, responses, limits and generations.
 
 use proptest::prelude::*;

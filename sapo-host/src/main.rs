@@ -256,12 +256,12 @@ enum Failure {
 }
 
 fn is_run_failure(error: &anyhow::Error) -> bool {
-    error.downcast_ref::<Failure>().is_some() || error.downcast_ref::<sapo_host::train::run::WhileTraining>().is_some()
+    error.downcast_ref::<Failure>().is_some() || error.downcast_ref::<sapo_host::train::stop::WhileTraining>().is_some()
 }
 
 fn main() {
     if let Err(error) = run() {
-        let code = match error.downcast_ref::<sapo_host::train::run::Interrupted>() {
+        let code = match error.downcast_ref::<sapo_host::train::stop::Interrupted>() {
             Some(interrupted) => 128 + interrupted.signal as i32,
             None if is_run_failure(&error) => 1,
             None => 2,
@@ -370,7 +370,7 @@ fn train(args: TrainArgs) -> Result<()> {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(config.threads).build_global();
     }
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let flag = std::sync::Arc::clone(&sapo_host::train::run::INTERRUPT);
+        let flag = std::sync::Arc::clone(&sapo_host::train::stop::INTERRUPT);
         signal_hook::flag::register_usize(signal, flag, signal as usize).context("installing the signal handler")?;
     }
     let checkpoints = sapo_host::train::checkpoint::list(&config.output_dir)?;

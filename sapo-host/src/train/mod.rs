@@ -13,7 +13,8 @@
 //! * [`oracle`] — SPPO's and AIPO's judges;
 //! * [`report`] — `metrics.jsonl`, the progress bar, the zero-margin diagnostic;
 //! * [`checkpoint`] and [`state`] — checkpoints: weights, run state, manifest; verified loading;
-//! * [`run`] — the [`Trainer`] that drives a method step by step.
+//! * [`run`] — the [`Trainer`] that drives a method step by step; [`stop`]
+//!   (signals) and [`summary`] (what a finished run reports).
 
 pub mod checkpoint;
 pub mod config;
@@ -30,9 +31,12 @@ pub mod run;
 pub mod sampler;
 pub mod session;
 pub mod state;
+pub mod stop;
+pub mod summary;
 
 pub use config::{Method, TrainConfig};
-pub use run::{RunSummary, Trainer, train};
+pub use run::{Trainer, train};
+pub use summary::RunSummary;
 
 /// A backend the trainer runs on (the CPU reference or `sapo_cuda::CudaBackend`):
 /// one the model loads onto, whose errors become `anyhow` errors.

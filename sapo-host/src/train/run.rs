@@ -5,8 +5,7 @@
 //! optimizer step in [`super::session`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,62 +22,8 @@ use super::methods::{Method, StepOutcome};
 use super::report::Reporter;
 use super::session::Session;
 use super::state::{self, RunState};
-
-/// Marks an error raised while training (exit code 1) rather than while
-/// reading the inputs (exit code 2); it reads "while training" in messages.
-#[derive(Debug, Clone, Copy)]
-pub struct WhileTraining;
-
-impl std::fmt::Display for WhileTraining {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("while training")
-    }
-}
-
-/// The signal that asked the run to stop (0: none). `sapo` registers
-/// SIGINT and SIGTERM to set it; the trainer finishes the step, writes a
-/// checkpoint and stops with [`Interrupted`].
-pub static INTERRUPT: std::sync::LazyLock<std::sync::Arc<AtomicUsize>> =
-    std::sync::LazyLock::new(|| std::sync::Arc::new(AtomicUsize::new(0)));
-
-/// The run stopped on a signal after saving a checkpoint.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error(
-    "stopped by signal {signal} after step {step}; checkpoint saved, `sapo train` with the same output directory resumes"
-)]
-pub struct Interrupted {
-    /// The signal number (2 SIGINT, 15 SIGTERM).
-    pub signal: usize,
-    /// The last step taken.
-    pub step: u64,
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    /// The run directory.
-    pub output_dir: PathBuf,
-    /// Optimizer steps taken.
-    pub steps: u64,
-    /// Wall-clock seconds.
-    pub seconds: f64,
-    /// Mean loss over the first and the last tenth of the steps.
-    pub loss_first_last: Option<(f64, f64)>,
-    /// Mean `rewards/accuracies` over the first and the last tenth.
-    pub accuracy_first_last: Option<(f64, f64)>,
-    /// Mean `rewards/margins` over the first and the last tenth.
-    pub margin_first_last: Option<(f64, f64)>,
-    /// Held-out pairs: share where the model ranks chosen above rejected,
-    /// before and after.
-    pub eval_pair_accuracy: Option<(f64, f64)>,
-    /// Held-out pairs after training, against the starting model: reward
-    /// accuracy and mean margin β·z.
-    pub eval_rewards: Option<(f64, f64)>,
-    /// Task accuracy before and after training, if evaluated.
-    pub eval_before_after: Option<(f64, f64)>,
-    /// Training tokens per second.
-    pub tokens_per_second: f64,
-}
+use super::stop::{INTERRUPT, Interrupted, WhileTraining};
+use super::summary::{RunSummary, mean_of_tenths};
 
 /// A run about to start, or to resume from a checkpoint.
 #[derive(Debug)]
@@ -98,16 +43,6 @@ struct Running<B: TrainBackend> {
     heldout: Option<HeldOut>,
     reporter: Reporter,
     last_checkpoint: Option<u64>,
-}
-
-fn mean_of_tenths(history: &[BTreeMap<String, f64>], key: &str) -> Option<(f64, f64)> {
-    let values: Vec<f64> = history.iter().filter_map(|m| m.get(key).copied()).filter(|v| v.is_finite()).collect();
-    if values.is_empty() {
-        return None;
-    }
-    let tenth = (values.len() / 10).max(1);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    Some((mean(&values[..tenth]), mean(&values[values.len() - tenth..])))
 }
 
 impl Trainer<CpuBackend> {
