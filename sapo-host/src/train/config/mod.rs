@@ -52,7 +52,7 @@ const fn is_float(ty: &str) -> bool {
 }
 
 /// Declares every field once: the resolved [`TrainConfig`], the partial
-/// [`Recipe`] with the same fields, the [`FIELDS`] table `--help` prints,
+/// [`RecipeFields`] with the same fields, the [`FIELDS`] table `--help` prints,
 /// and the base defaults.
 macro_rules! declare_config {
     ($( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:expr, )+) => {
