@@ -59,6 +59,9 @@ pub enum CudaError {
     Ema(#[from] EmaError),
 }
 
+/// What every operation of the crate returns.
+pub(crate) type Result<T = (), E = CudaError> = core::result::Result<T, E>;
+
 /// `got ≥ expected`, or a [`CudaError::LengthMismatch`].
 pub(crate) fn check_at_least(
     op: &'static str,

@@ -1,5 +1,11 @@
 //! The CUDA C++ kernel source, its run-time compilation with NVRTC, and the
 //! loaded functions.
+//!
+//! The source is split like [`crate::ops`]: `kernels/<op>.cu` holds the
+//! kernels `ops/<op>.rs` launches, and `kernels/common.cu` the types and
+//! helpers they share. [`KERNEL_SOURCE`] concatenates them in a fixed order
+//! (common first, then alphabetical) into one translation unit, so a line
+//! number in NVRTC's log counts from the top of that concatenation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,8 +16,23 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 use crate::error::CudaError;
 
 /// Every kernel of the backend, in one CUDA C++ translation unit with no
-/// `#include` (so NVRTC needs no toolkit headers at run time).
-pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
+/// `#include` (so NVRTC needs no toolkit headers at run time): the files of
+/// `src/kernels/`, `common.cu` first.
+pub const KERNEL_SOURCE: &str = concat!(
+    include_str!("kernels/common.cu"),
+    include_str!("kernels/attention.cu"),
+    include_str!("kernels/attention_blocked.cu"),
+    include_str!("kernels/elementwise.cu"),
+    include_str!("kernels/embedding.cu"),
+    include_str!("kernels/kv_cache.cu"),
+    include_str!("kernels/logprob.cu"),
+    include_str!("kernels/matmul.cu"),
+    include_str!("kernels/matmul_bf16.cu"),
+    include_str!("kernels/optim.cu"),
+    include_str!("kernels/rms_norm.cu"),
+    include_str!("kernels/rope.cu"),
+    include_str!("kernels/sequence.cu"),
+);
 
 /// The targets CI compiles the source for (A100 and H100 class).
 pub const CHECKED_ARCHS: [&str; 2] = ["sm_80", "sm_90"];
@@ -93,40 +114,52 @@ macro_rules! kernel_table {
 }
 
 kernel_table!(
-    add_bias,
-    add,
-    add_assign,
-    scale,
-    round_to_bf16,
-    swiglu_forward,
-    swiglu_backward,
-    column_sum,
-    embedding_forward,
-    rms_norm_forward,
-    rms_norm_backward_input,
-    rope,
+    // attention.cu
     attention_forward,
     attention_delta,
     attention_backward_dq,
     attention_backward_dkv,
-    attention_forward_tiled_d64,
-    attention_backward_dq_tiled_d64,
-    attention_backward_dkv_tiled_d64,
-    attention_forward_tiled_d128,
-    attention_backward_dq_tiled_d128,
-    attention_backward_dkv_tiled_d128,
+    // attention_blocked.cu
+    attention_forward_blocked_d64,
+    attention_backward_dq_blocked_d64,
+    attention_backward_dkv_blocked_d64,
+    attention_forward_blocked_d128,
+    attention_backward_dq_blocked_d128,
+    attention_backward_dkv_blocked_d128,
+    // elementwise.cu
+    add,
+    add_assign,
+    swiglu_forward,
+    swiglu_backward,
+    // embedding.cu
+    embedding_forward,
+    embedding_backward_grouped,
+    // kv_cache.cu
     kv_cache_write,
     attention_cached,
+    // logprob.cu
     gather_rows,
     scatter_add_rows,
+    add_rows,
     logits_lse,
     logits_grad,
-    sequence_logprobs,
-    sequence_logprobs_backward,
+    // matmul.cu
+    add_bias,
+    column_sum,
+    // matmul_bf16.cu
+    round_to_bf16,
+    // optim.cu
     adamw_step,
     rmsprop_step,
     ema_update,
-    embedding_backward_grouped,
-    add_rows,
     sum_of_squares_partials,
+    scale,
+    // rms_norm.cu
+    rms_norm_forward,
+    rms_norm_backward_input,
+    // rope.cu
+    rope,
+    // sequence.cu
+    sequence_logprobs,
+    sequence_logprobs_backward,
 );

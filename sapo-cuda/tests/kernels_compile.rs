@@ -1,6 +1,6 @@
 //! Every kernel compiles under NVRTC for the architectures CI checks, with
 //! or without a GPU: NVRTC is a library (PyPI's `nvidia-cuda-nvrtc` wheel),
-//! so a syntax or type error in `kernels.cu` fails here, not on a GPU
+//! so a syntax or type error in `src/kernels/*.cu` fails here, not on a GPU
 //! machine later. CI sets `SAPO_REQUIRE_NVRTC=1` so a missing library fails
 //! instead of skipping.
 

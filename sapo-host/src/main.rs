@@ -521,7 +521,7 @@ fn verify(args: VerifyArgs) -> Result<()> {
     println!("device: {} ({}), seed {seed}, step model {}", gpu.device_name(), gpu.arch(), args.model.display());
     let backends = Backends { reference: &cpu, candidate: &gpu };
     let mut checks = verify::check_ops(backends, &shapes, seed).map_err(Failure::Run)?;
-    // Heads too wide for the tiled attention kernels take the per-row ones.
+    // Heads too wide for the blocked attention kernels take the per-row ones.
     checks.extend(verify::check_ops(backends, &OpShapes::wide_heads(), seed ^ 1).map_err(Failure::Run)?);
     // f32 and bf16 on both sides, bf16 against f32, and the GPU's f32 step twice.
     checks.extend(verify::check_step_precisions(backends, &setup).map_err(Failure::Run)?);

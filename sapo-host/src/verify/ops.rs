@@ -62,7 +62,7 @@ impl OpShapes {
         }
     }
 
-    /// Heads wider than the tiled attention kernels take (D = 160), so the
+    /// Heads wider than the blocked attention kernels take (D = 160), so the
     /// one-warp-per-row kernels are checked too.
     pub fn wide_heads() -> Self {
         OpShapes {

@@ -1,20 +1,48 @@
-//! Row-major matrix products through cuBLAS's column-major SGEMM.
+//! Row-major matrix products through cuBLAS's column-major SGEMM, and a
+//! linear layer's bias (`kernels/matmul.cu`), as in sapo-core's
+//! `cpu/matmul.rs`.
 //!
 //! A row-major `[r, c]` array read column-major is its transpose, so
 //! `out = op(a)·op(b)` (row-major) is computed as the column-major product
 //! `outᵀ = op(b)ᵀ · op(a)ᵀ`: cuBLAS's first operand is `b`, its second `a`,
-//! with the dimensions swapped and no copies. bf16 products go through
-//! `cublasGemmEx` the same way, with bf16 operands and f32 output and sums.
+//! with the dimensions swapped and no copies. The products on bf16 operands
+//! (`matmul_bf16.rs`) go through cuBLAS the same way.
 
-use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
+use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
-use half::bf16;
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 use sapo_core::backend::MatmulSpec;
 
-use crate::backend::CudaBackend;
 use crate::buffer::CudaBuf;
-use crate::error::CudaError;
+use crate::device::{CudaBackend, elementwise};
+use crate::error::{CudaError, Result, check_at_least, dim};
+
+/// `out (=|+=) op(a)·op(b)`.
+pub(crate) fn matmul(
+    backend: &CudaBackend,
+    out: &mut CudaBuf<f32>,
+    a: &CudaBuf<f32>,
+    b: &CudaBuf<f32>,
+    spec: MatmulSpec,
+) -> Result {
+    matmul_batched(backend, out, a, b, spec, 1)
+}
+
+/// `out (=|+=) op(a)·op(b)` for `batch` matrices of each stored back to back.
+pub(crate) fn matmul_batched(
+    backend: &CudaBackend,
+    out: &mut CudaBuf<f32>,
+    a: &CudaBuf<f32>,
+    b: &CudaBuf<f32>,
+    spec: MatmulSpec,
+    batch: usize,
+) -> Result {
+    const OP: &str = "matmul";
+    check_at_least(OP, "a", a.len, spec.a_len() * batch)?;
+    check_at_least(OP, "b", b.len, spec.b_len() * batch)?;
+    check_at_least(OP, "out", out.len, spec.out_len() * batch)?;
+    gemm(backend, &mut out.view_mut(), &a.view(), &b.view(), spec, batch)
+}
 
 /// The cuBLAS configuration of one row-major product.
 pub(crate) fn gemm_config(spec: MatmulSpec) -> GemmConfig<f32> {
@@ -74,7 +102,7 @@ pub(crate) fn gemm(
 /// Checks the dimensions against cuBLAS's `i32` and handles the products
 /// with nothing to compute; `zero(len)` clears the first `len` outputs (an
 /// empty sum overwriting them). Returns whether cuBLAS must run.
-fn needs_product(
+pub(crate) fn needs_product(
     op: &'static str,
     spec: MatmulSpec,
     batch: usize,
@@ -97,54 +125,65 @@ fn needs_product(
     Ok(true)
 }
 
-/// `out (=|+=) op(a)·op(b)` with bf16 `a` and `b`, f32 `out`, and f32 sums
-/// on the tensor cores (`CUBLAS_COMPUTE_32F`). Lengths are the caller's to
-/// check.
-pub(crate) fn gemm_bf16(
+/// `out[r, c] += bias[c]` for the first `rows × cols` elements.
+pub(crate) fn add_bias(
     backend: &CudaBackend,
     out: &mut CudaBuf<f32>,
-    a: &CudaBuf<bf16>,
-    b: &CudaBuf<bf16>,
-    spec: MatmulSpec,
-) -> Result<(), CudaError> {
-    let zero = |len: usize| -> Result<(), CudaError> {
-        Ok(backend.stream().memset_zeros(&mut out.bytes.slice_mut(..len * core::mem::size_of::<f32>()))?)
-    };
-    if !needs_product("matmul_bf16", spec, 1, zero)? {
+    bias: &CudaBuf<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result {
+    const OP: &str = "add_bias";
+    check_at_least(OP, "out", out.len, rows * cols)?;
+    check_at_least(OP, "bias", bias.len, cols)?;
+    if rows * cols == 0 {
         return Ok(());
     }
-    let config = gemm_config(spec);
-    let stream = backend.stream();
-    // The guards record the stream's use of each buffer when dropped, after the call.
-    let (a_ptr, _a_read) = a.bytes.device_ptr(stream);
-    let (b_ptr, _b_read) = b.bytes.device_ptr(stream);
-    let (out_ptr, _out_write) = out.bytes.device_ptr_mut(stream);
-    // SAFETY: the caller checked that `a`, `b` and `out` hold matrices of the
-    // spec's shapes (bf16, bf16, f32), which is all cuBLAS reads or writes;
-    // alpha and beta are f32 as CUBLAS_COMPUTE_32F requires, and outlive the
-    // call; the handle runs on the backend's stream.
-    unsafe {
-        cudarc::cublas::result::gemm_ex(
-            *backend.blas().handle(),
-            config.transa,
-            config.transb,
-            config.m,
-            config.n,
-            config.k,
-            (&config.alpha as *const f32).cast(),
-            b_ptr as *const core::ffi::c_void,
-            cudaDataType_t::CUDA_R_16BF,
-            config.lda,
-            a_ptr as *const core::ffi::c_void,
-            cudaDataType_t::CUDA_R_16BF,
-            config.ldb,
-            (&config.beta as *const f32).cast(),
-            out_ptr as *mut core::ffi::c_void,
-            cudaDataType_t::CUDA_R_32F,
-            config.ldc,
-            cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )?;
+    let (r, c) = (dim(OP, "rows", rows)?, dim(OP, "cols", cols)?);
+    backend.launch(&backend.kernels().add_bias, elementwise(rows * cols), |args| {
+        args.buf_mut(out).buf(bias).value(&r).value(&c);
+    })
+}
+
+/// `dbias[c] += Σ_r dout[r, c]`.
+pub(crate) fn add_bias_backward(
+    backend: &CudaBackend,
+    dbias: &mut CudaBuf<f32>,
+    dout: &CudaBuf<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result {
+    const OP: &str = "add_bias_backward";
+    check_at_least(OP, "dout", dout.len, rows * cols)?;
+    check_at_least(OP, "dbias", dbias.len, cols)?;
+    column_sum(backend, OP, dbias, dout, None, rows, cols)
+}
+
+/// `dst[c] += Σ_r src[r, c]`, or `Σ_r src[r, c]·other[r, c]·row_scale[r]`
+/// (the RMSNorm weight gradient, `rms_norm.rs`). Lengths are the
+/// caller's to check.
+pub(crate) fn column_sum(
+    backend: &CudaBackend,
+    op: &'static str,
+    dst: &mut CudaBuf<f32>,
+    src: &CudaBuf<f32>,
+    product: Option<(&CudaBuf<f32>, &CudaBuf<f32>)>,
+    rows: usize,
+    cols: usize,
+) -> Result {
+    if rows * cols == 0 {
+        return Ok(());
     }
-    backend.sync_if_profiling()
+    let (r, c) = (dim(op, "rows", rows)?, dim(op, "cols", cols)?);
+    let config =
+        LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (32, 16, 1), shared_mem_bytes: 0 };
+    let null = 0_u64;
+    backend.launch(&backend.kernels().column_sum, config, |args| {
+        args.buf_mut(dst).buf(src);
+        match product {
+            Some((other, row_scale)) => args.buf(other).buf(row_scale),
+            None => args.value(&null).value(&null),
+        };
+        args.value(&r).value(&c);
+    })
 }
