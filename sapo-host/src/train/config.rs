@@ -382,12 +382,15 @@ pub enum RefUpdate {
 
 /// The shipped task's SAPO-DPO recipe: the base layer of `sapo train` when
 /// neither a config file nor a model is given.
-pub const TASK_CONFIG: &str = include_str!("../../../fixtures/task/sapo.toml");
+pub const TASK_CONFIG: &str = crate::task::shipped::TASK_RECIPE;
 
-/// The fixtures directory of this source tree, so the embedded default runs
-/// from a clone without arguments.
+/// The `fixtures/` directory of the shipped task's files, which the binary
+/// embeds and writes to a per-version cache directory when a default first
+/// needs them ([`crate::task::shipped`]), so the defaults run from an
+/// installed binary as from a clone. Computing the path does no I/O:
+/// [`resolve`] writes the files when the config points into it.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fixtures")
+    crate::task::shipped::fixtures_path()
 }
 
 /// The defaults of `method` as a TOML table (before the file and `--set`).
@@ -648,6 +651,7 @@ pub fn resolve(file: Option<&Path>, overrides: &[String]) -> Result<TrainConfig>
         let origin = origins.get(key).map_or("default", String::as_str);
         anyhow::anyhow!("{origin}: bad value for `{key}`: {message}")
     })?;
+    crate::task::shipped::materialise_for(&[&config.model, &config.data, &config.eval_data, &config.oracle_model])?;
     Ok(config)
 }
 
