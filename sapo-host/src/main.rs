@@ -514,6 +514,7 @@ fn verify(args: VerifyArgs) -> Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     });
     let cpu = CpuBackend::new();
+    sapo_host::task::shipped::materialise_for(&[&args.model])?;
     let loaded = model_files::load(&cpu, &args.model)?;
     let weights = loaded.params.tensors().into_iter().map(|t| cpu.download(t)).collect::<Result<Vec<_>, _>>()?;
     let setup = StepSetup::random(loaded.config, weights, args.pairs, 8, seed);
@@ -542,6 +543,7 @@ fn verify(args: VerifyArgs) -> Result<()> {
 fn eval(args: EvalArgs) -> Result<()> {
     use sapo_host::train::{eval, sampler::Sampler};
     let backend = CpuBackend::new();
+    sapo_host::task::shipped::materialise_for(&[&args.model, &args.data])?;
     let loaded = model_files::load(&backend, &args.model)?;
     let prompts = eval::read_prompts(&args.data, &loaded.tokenizer, loaded.chat_template.as_ref())?;
     let outcome = eval::evaluate(

@@ -10,8 +10,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::fixtures_dir;
 use sapo_host::compare::{Grid, RunResult};
-use sapo_host::train::config::fixtures_dir;
 
 fn sapo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sapo"))

@@ -49,7 +49,7 @@ const TRAIT_OPS: [&str; 34] = [
 ];
 
 fn fixture_step(cpu: &CpuBackend, seed: u64) -> StepSetup {
-    let model = sapo_host::train::config::fixtures_dir().join("task").join("model");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/task/model");
     let loaded = model_files::load(cpu, &model).unwrap();
     let weights = loaded.params.tensors().into_iter().map(|t| cpu.download(t).unwrap()).collect();
     StepSetup::random(loaded.config, weights, 6, 8, seed)

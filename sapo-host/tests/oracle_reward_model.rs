@@ -2,7 +2,8 @@
 //! on a tiny random model (`fixtures/reward_model/generate.py` wrote the
 //! model and the goldens): the same token ids and the same scores.
 
-use sapo_host::train::config::{fixtures_dir, resolve};
+use common::fixtures_dir;
+use sapo_host::train::config::resolve;
 use sapo_host::train::oracle::{Judgement, Oracle, RewardModelOracle};
 use serde_json::Value;
 

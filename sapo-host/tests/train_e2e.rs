@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::fixtures_dir;
 use sapo_core::cpu::CpuBackend;
-use sapo_host::train::config::{fixtures_dir, resolve};
+use sapo_host::train::config::resolve;
 use sapo_host::train::{TrainConfig, Trainer};
 use serde_json::Value;
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sapo_host::train::config::fixtures_dir;
+use common::fixtures_dir;
 use serde_json::Value;
 
 mod common;

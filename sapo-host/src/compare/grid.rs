@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// The grid `sapo compare` runs without `--grid`: the shipped comparison on
 /// the task model (fixtures/compare/grid.toml).
-pub const DEFAULT_GRID: &str = include_str!("../../../fixtures/compare/grid.toml");
+pub const DEFAULT_GRID: &str = crate::task::shipped::COMPARE_GRID;
 
 /// A parsed grid: every (cell, seed) pair is one `sapo train` run.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,7 +26,8 @@ pub struct Grid {
     #[serde(rename = "cell")]
     pub cells: Vec<Cell>,
     /// The directory relative paths of the grid are relative to: the grid
-    /// file's directory, or the source tree's root for the default grid.
+    /// file's directory, or for the default grid the root of the shipped
+    /// files' copy (the parent of its `fixtures/`, [`crate::task::shipped`]).
     #[serde(skip)]
     pub base: PathBuf,
 }
@@ -99,7 +100,8 @@ impl Grid {
     /// Reads and parses `path`, or the default grid when `None`.
     ///
     /// # Errors
-    /// An unreadable file or a bad grid.
+    /// An unreadable file, a bad grid, or (for the default grid) shipped
+    /// files that cannot be written.
     pub fn load(path: Option<&Path>) -> Result<Grid> {
         match path {
             Some(path) => {
@@ -110,10 +112,12 @@ impl Grid {
                 };
                 Grid::parse(&text, &path.display().to_string(), &base)
             }
+            // The default grid's paths (`fixtures/task/...`) are relative to
+            // the root of the shipped files' copy.
             None => {
-                let fixtures = crate::train::config::fixtures_dir();
-                let root = std::fs::canonicalize(fixtures.join("..")).unwrap_or_else(|_| fixtures.join(".."));
-                Grid::parse(DEFAULT_GRID, "fixtures/compare/grid.toml", &root)
+                let fixtures = crate::task::shipped::materialise()?;
+                let root = fixtures.parent().unwrap_or(&fixtures);
+                Grid::parse(DEFAULT_GRID, "fixtures/compare/grid.toml", root)
             }
         }
     }

@@ -34,6 +34,9 @@
 //!   ([`write_jsonl`]) and the base model's `config.json`.
 //! * `tokenizer.rs`: a byte-level BPE trained on the task text with a ChatML
 //!   template ([`train_tokenizer`]).
+//! * `shipped.rs`: the files the defaults read, embedded in the binary and
+//!   written on first use to a per-version cache directory
+//!   ([`shipped::materialise`]), so an installed `sapo` needs no clone.
 //!
 //! **Architecture Invariant**: everything here is a pure function of
 //! [`TaskConfig`]; `fixtures/task/` is what [`task_files`] returns for the
@@ -54,6 +57,7 @@
 mod files;
 mod generate;
 mod judge;
+pub mod shipped;
 mod template;
 mod tokenizer;
 

@@ -3,9 +3,15 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use sapo_host::train::config::fixtures_dir;
+/// The source tree's `fixtures/`: test inputs (the task files, and ones the
+/// binary does not ship, such as `task/base` and `reward_model`), read in
+/// place. `sapo_host::train::config::fixtures_dir` is the binary's written
+/// copy of the shipped subset, made by the code under test.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fixtures")
+}
 
 /// An empty directory for `suite`'s test `name`, under cargo's scratch
 /// directory for integration tests (`target/tmp`).

@@ -240,12 +240,15 @@ pub const fn derived_max_prompt_length(max_length: usize) -> usize {
 
 /// The shipped task's SAPO-DPO recipe: the layer of `sapo train` when it
 /// runs SAPO with neither a config file nor a model given.
-pub const TASK_CONFIG: &str = include_str!("../../../../fixtures/task/sapo.toml");
+pub const TASK_CONFIG: &str = crate::task::shipped::TASK_RECIPE;
 
-/// The fixtures directory of this source tree, so the embedded default runs
-/// from a clone without arguments.
+/// The `fixtures/` directory of the shipped task's files, which the binary
+/// embeds and writes to a per-version cache directory when a default first
+/// needs them ([`crate::task::shipped`]), so the defaults run from an
+/// installed binary as from a clone. Computing the path does no I/O:
+/// [`resolve`] writes the files when the config points into it.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fixtures")
+    crate::task::shipped::fixtures_path()
 }
 
 /// The defaults of `method` (for SAPO, of its `objective`): the base
@@ -389,6 +392,7 @@ pub fn resolve(file: Option<&Path>, overrides: &[String]) -> Result<TrainConfig>
         let origin = origins.get(key).map_or("default", String::as_str);
         anyhow::anyhow!("{origin}: bad value for `{key}`: {message}")
     })?;
+    crate::task::shipped::materialise_for(&[&config.model, &config.data, &config.eval_data, &config.oracle_model])?;
     Ok(config)
 }
 
