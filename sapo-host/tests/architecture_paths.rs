@@ -3,18 +3,11 @@
 
 use std::path::Path;
 
-/// Backticked spans that name a path: they contain a `/` or end with a
-/// source or document extension, and hold no spaces.
+/// Backticked spans that name a path from the repository root: they
+/// contain a `/` and hold no spaces (the map writes every file it names in
+/// full, `sapo-core/src/ema.rs`, never `ema.rs`).
 fn named_paths(text: &str) -> Vec<&str> {
-    text.split('`')
-        .skip(1)
-        .step_by(2)
-        .filter(|span| !span.contains(' ') && !span.contains("::"))
-        .filter(|span| {
-            span.contains('/')
-                || [".rs", ".cu", ".md", ".toml", ".sh", ".py", ".jsonl"].iter().any(|ext| span.ends_with(ext))
-        })
-        .collect()
+    text.split('`').skip(1).step_by(2).filter(|span| !span.contains(' ') && span.contains('/')).collect()
 }
 
 #[test]
