@@ -114,6 +114,9 @@ impl<B: TrainBackend> Trainer<B> {
         let cfg = session.cfg.clone();
         std::fs::create_dir_all(&cfg.output_dir).with_context(|| format!("{}", cfg.output_dir.display()))?;
         crate::atomic_file::write_atomically(&cfg.output_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        // The run's objective, built once: the method trains with it and the
+        // held-out pairs are measured with its implicit reward.
+        let objective = cfg.objective();
         let template = session.model.chat_template.clone();
         let train_data = data::load(&cfg, &cfg.data, &session.model.tokenizer, template.as_ref())?;
         let mut heldout = if cfg.eval_data.as_os_str().is_empty() {
@@ -127,7 +130,7 @@ impl<B: TrainBackend> Trainer<B> {
                 Ok(TrainData::Pairs(pairs)) => Some(pairs),
                 _ => None,
             };
-            Some(HeldOut::new(prompts, pairs, cfg.objective()))
+            Some(HeldOut::new(prompts, pairs, objective))
         };
         let (resumed_reporter, resumed) = match resumed {
             Some((state, weights)) => {
@@ -163,6 +166,7 @@ impl<B: TrainBackend> Trainer<B> {
             let method = Method::start(
                 &mut session,
                 train_data,
+                objective,
                 resumed.as_mut().map(|(state, weights)| (state.clone(), weights)),
                 &mut reporter,
             )?;

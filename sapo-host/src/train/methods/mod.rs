@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use sapo_core::model::LlamaParams;
+use sapo_core::objectives::Objective;
 
 use super::TrainBackend;
 use super::config::Method as MethodName;
@@ -58,7 +59,8 @@ pub enum Method<B: TrainBackend> {
 }
 
 impl<B: TrainBackend> Method<B> {
-    /// The method `session.cfg` names on its data; `resumed` is a
+    /// The method `session.cfg` names on its data, training with
+    /// `objective` (the run's one, `None` for SFT); `resumed` is a
     /// checkpoint's method state (and weight sets), `None` for a fresh run.
     ///
     /// # Errors
@@ -67,11 +69,11 @@ impl<B: TrainBackend> Method<B> {
     pub fn start(
         session: &mut Session<B>,
         data: TrainData,
+        objective: Option<Objective>,
         resumed: Option<(MethodCheckpoint, &mut BTreeMap<String, LlamaParams<B>>)>,
         reporter: &mut Reporter,
     ) -> Result<Self> {
         let name = session.cfg.method;
-        let objective = session.cfg.objective();
         Ok(match (name, data, objective) {
             (MethodName::Sft, TrainData::Sft(sequences), None) => Method::Sft(sft::Sft::new(session, sequences)?),
             (
