@@ -9,7 +9,7 @@
 //! ```text
 //! <base>/shipped-<version>-<hash>/fixtures/task/model/model.safetensors
 //!                                 fixtures/task/data/{train,eval,sft}.jsonl
-//!                                 fixtures/task/sapo.toml, fixtures/compare/grid.toml
+//!                                 fixtures/task/recipes/*.toml, fixtures/compare/grid.toml
 //! ```
 //!
 //! where `<base>` is `$SAPO_HOME`, else `$XDG_CACHE_HOME/sapo`, else
@@ -42,9 +42,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-/// The shipped task's SAPO-DPO recipe (`fixtures/task/sapo.toml`).
-pub const TASK_RECIPE: &str = include_str!("../../../fixtures/task/sapo.toml");
-
 /// The grid `sapo compare` runs without `--grid` (`fixtures/compare/grid.toml`).
 pub const COMPARE_GRID: &str = include_str!("../../../fixtures/compare/grid.toml");
 
@@ -66,8 +63,8 @@ macro_rules! embedded {
 
 /// Every file the defaults read. The model and the three data splits are
 /// what `sapo train`, `sapo eval`, `sapo verify` and the default grid use
-/// (`sft.jsonl` is the grid's SFT cell); the recipe and the grid are also
-/// compiled in as text ([`TASK_RECIPE`], [`COMPARE_GRID`]) and written so the
+/// (`sft.jsonl` is SFT's); each method's task recipe ([`task_recipe`]) and
+/// the grid ([`COMPARE_GRID`]) are read as text and also written, so the
 /// tree can be passed back as `--config` or `--grid`. Not shipped: the
 /// model's SFT recipe (`task/sft.toml`) and its base (`task/base/`), and the
 /// learning-rate sweep (`compare/lr_sweep.toml`), which no default reads.
@@ -80,9 +77,32 @@ pub const FILES: &[ShippedFile] = embedded![
     "task/data/train.jsonl",
     "task/data/eval.jsonl",
     "task/data/sft.jsonl",
-    "task/sapo.toml",
+    "task/recipes/sapo.toml",
+    "task/recipes/sapo_orpo.toml",
+    "task/recipes/sft.toml",
+    "task/recipes/dpo.toml",
+    "task/recipes/orpo.toml",
+    "task/recipes/spin.toml",
+    "task/recipes/sppo.toml",
+    "task/recipes/sppo_hard.toml",
+    "task/recipes/aipo.toml",
     "compare/grid.toml",
 ];
+
+/// The shipped task's recipe `name` (`fixtures/task/recipes/<name>.toml`):
+/// what `sapo train` layers over a method's defaults when it runs that
+/// method on the shipped task with neither a config file nor a model.
+/// `None` for a method the comparison grid did not tune (IPO, hinge).
+///
+/// ```
+/// let recipe = sapo_host::task::shipped::task_recipe("sapo").expect("the main job's recipe");
+/// assert!(recipe.contains("method = \"sapo\""));
+/// assert!(sapo_host::task::shipped::task_recipe("ipo").is_none());
+/// ```
+pub fn task_recipe(name: &str) -> Option<&'static str> {
+    let path = format!("task/recipes/{name}.toml");
+    FILES.iter().find(|file| file.path == path).and_then(|file| std::str::from_utf8(file.bytes).ok())
+}
 
 /// The file beside `fixtures/` that says the copy is complete: the manifest
 /// ([`manifest`]), written after every other file.
@@ -396,9 +416,10 @@ mod tests {
     }
 
     #[test]
-    fn the_recipe_and_grid_text_are_the_embedded_files() {
+    fn the_recipes_and_grid_text_are_the_embedded_files() {
         let text = |path: &str| FILES.iter().find(|file| file.path == path).unwrap().bytes;
-        assert_eq!(text("task/sapo.toml"), TASK_RECIPE.as_bytes());
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/task/recipes/sapo.toml");
+        assert_eq!(task_recipe("sapo").unwrap().as_bytes(), std::fs::read(source).unwrap());
         assert_eq!(text("compare/grid.toml"), COMPARE_GRID.as_bytes());
     }
 }

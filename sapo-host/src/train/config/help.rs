@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use super::names::{Method, SapoObjective};
-use super::{FIELDS, TASK_CONFIG, TrainConfig, method_defaults};
+use super::recipes::task_recipe;
+use super::{FIELDS, TrainConfig, method_defaults};
 
 /// A set of defaults `--help` shows: a method, and SAPO once per objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +45,10 @@ impl Variant {
 }
 
 /// A TOML value as `--help` writes it: small floats in exponent form
-/// (`5e-7`, not `0.0000005`), everything else as TOML does.
+/// (`5e-7` and `1e-3`, not `0.0000005` and `0.001`), everything else as TOML does.
 pub fn show(value: &toml::Value) -> String {
     match value {
-        toml::Value::Float(x) if *x != 0.0 && x.abs() < 1e-3 => format!("{x:e}"),
+        toml::Value::Float(x) if *x != 0.0 && x.abs() < 1e-2 => format!("{x:e}"),
         other => other.to_string(),
     }
 }
@@ -112,15 +113,26 @@ pub fn help_text() -> String {
     }
     let _ = writeln!(
         out,
-        "\nWith neither --config nor a model, `sapo train` for method sapo (the default) runs the\n\
-         shipped task: fixtures/task/sapo.toml sets these over sapo's defaults:"
+        "\nWith neither --config nor a model, `sapo train` runs the method on the shipped task, with\n\
+         the task's recipe for it (fixtures/task/recipes/) set over the method's defaults:"
     );
-    if let Ok(table) = toml::from_str::<toml::Table>(TASK_CONFIG) {
-        for (key, value) in &table {
-            let _ = writeln!(out, "  {key} = {}", show(value));
-        }
+    for variant in Variant::all() {
+        let _ = writeln!(out, "  {}: {}", variant.label(), task_recipe_line(variant));
     }
     out
+}
+
+/// What the shipped task's recipe for `variant` sets, as `key = value`
+/// pairs separated by `, ` (`none: the method's defaults` without one).
+pub fn task_recipe_line(variant: Variant) -> String {
+    let table = task_recipe(variant.method, variant.objective)
+        .and_then(|recipe| toml::from_str::<toml::Table>(recipe.text).ok());
+    match table {
+        Some(table) => {
+            table.iter().map(|(key, value)| format!("{key} = {}", show(value))).collect::<Vec<_>>().join(", ")
+        }
+        None => "none: the method's defaults".to_string(),
+    }
 }
 
 impl TrainConfig {

@@ -238,10 +238,6 @@ pub const fn derived_max_prompt_length(max_length: usize) -> usize {
     max_length - max_length / 8
 }
 
-/// The shipped task's SAPO-DPO recipe: the layer of `sapo train` when it
-/// runs SAPO with neither a config file nor a model given.
-pub const TASK_CONFIG: &str = crate::task::shipped::TASK_RECIPE;
-
 /// The `fixtures/` directory of the shipped task's files, which the binary
 /// embeds and writes to a per-version cache directory when a default first
 /// needs them ([`crate::task::shipped`]), so the defaults run from an
@@ -315,8 +311,10 @@ fn coerce(key: &str, value: &toml::Value) -> toml::Value {
     }
 }
 
-/// The layer between the defaults and `--set`: the config file, or — for
-/// SAPO with neither a file nor a model — the shipped task's recipe.
+/// The layer between the defaults and `--set`: the config file, or — with
+/// neither a file nor a model — the shipped task's recipe for the method
+/// the overrides name (SAPO when they name none; for SAPO, the recipe of
+/// its objective), if the task has one for it.
 fn first_layer(
     file: Option<&Path>,
     overrides: &[(String, toml::Value, String)],
@@ -327,14 +325,24 @@ fn first_layer(
             toml::from_str(&text).map_err(|error| anyhow::anyhow!("{}: {}", path.display(), error.message().trim()))?;
         return Ok(Some((path.display().to_string(), table)));
     }
-    let names_model = overrides.iter().any(|(key, _, _)| key == "model");
-    let method = overrides.iter().rev().find(|(key, _, _)| key == "method").map(|(_, value, _)| value);
-    let runs_sapo = method.is_none_or(|value| value.as_str() == Some(Method::Sapo.name()));
-    if names_model || !runs_sapo {
+    if overrides.iter().any(|(key, _, _)| key == "model") {
         return Ok(None);
     }
-    let table: toml::Table = toml::from_str(TASK_CONFIG).context("the embedded fixtures/task/sapo.toml")?;
-    Ok(Some(("fixtures/task/sapo.toml".to_string(), table)))
+    let last =
+        |name: &str| overrides.iter().rev().find(|(key, _, _)| key == name).map(|(_, value, origin)| (value, origin));
+    let method = match last("method") {
+        Some((toml::Value::String(name), origin)) => Method::parse(name).with_context(|| origin.clone())?,
+        // A non-string method is refused with its origin by `resolve`.
+        Some(_) => return Ok(None),
+        None => Method::Sapo,
+    };
+    let objective = match last("objective").and_then(|(value, _)| value.as_str()) {
+        Some("orpo") => SapoObjective::Orpo,
+        _ => SapoObjective::Dpo,
+    };
+    let Some(recipe) = recipes::task_recipe(method, objective) else { return Ok(None) };
+    let table: toml::Table = toml::from_str(recipe.text).with_context(|| format!("the embedded {}", recipe.path))?;
+    Ok(Some((recipe.path.to_string(), table)))
 }
 
 /// Builds the resolved config from an optional TOML file and `key=value`

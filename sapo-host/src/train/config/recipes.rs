@@ -71,3 +71,33 @@ pub fn recipe(method: Method, objective: SapoObjective) -> Recipe {
     };
     Recipe { source, fields }
 }
+
+/// A recipe of the shipped task, as the binary carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskRecipe {
+    /// Where it lives in the source tree (`fixtures/task/recipes/<name>.toml`).
+    pub path: &'static str,
+    /// Its TOML text.
+    pub text: &'static str,
+}
+
+/// The shipped task's recipe for `method` (for SAPO, of its `objective`):
+/// the comparison grid's tuned settings for it on the task, which `sapo
+/// train` layers over the method's defaults when it runs on the shipped
+/// task with neither a config file nor a model. `None` for IPO and hinge,
+/// which the grid did not tune: they run with their own defaults.
+pub fn task_recipe(method: Method, objective: SapoObjective) -> Option<TaskRecipe> {
+    let (name, path) = match (method, objective) {
+        (Method::Sapo, SapoObjective::Dpo) => ("sapo", "fixtures/task/recipes/sapo.toml"),
+        (Method::Sapo, SapoObjective::Orpo) => ("sapo_orpo", "fixtures/task/recipes/sapo_orpo.toml"),
+        (Method::Sft, _) => ("sft", "fixtures/task/recipes/sft.toml"),
+        (Method::Dpo, _) => ("dpo", "fixtures/task/recipes/dpo.toml"),
+        (Method::Orpo, _) => ("orpo", "fixtures/task/recipes/orpo.toml"),
+        (Method::Spin, _) => ("spin", "fixtures/task/recipes/spin.toml"),
+        (Method::Sppo, _) => ("sppo", "fixtures/task/recipes/sppo.toml"),
+        (Method::SppoHard, _) => ("sppo_hard", "fixtures/task/recipes/sppo_hard.toml"),
+        (Method::Aipo, _) => ("aipo", "fixtures/task/recipes/aipo.toml"),
+        (Method::Ipo | Method::Hinge, _) => return None,
+    };
+    crate::task::shipped::task_recipe(name).map(|text| TaskRecipe { path, text })
+}

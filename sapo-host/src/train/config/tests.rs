@@ -62,20 +62,27 @@ fn no_file_and_no_model_runs_the_shipped_task_recipe_for_sapo_only() {
     assert_eq!(config.max_steps, 376);
     let config = resolve(None, &["model=m".into()]).expect("authors' defaults");
     assert_eq!((config.learning_rate, config.max_steps), (5e-7, 0));
-    // Another method never inherits SAPO's task recipe.
-    let config = resolve(None, &["method=dpo".into()]).expect("DPO's defaults");
-    assert_eq!(config, method_defaults(Method::Dpo, SapoObjective::Dpo));
-    assert_eq!((config.optimizer, config.learning_rate), (OptimizerName::Adamw, 1e-6));
+    // Another method never inherits SAPO's task recipe: it gets its own, or none.
+    let config = resolve(None, &["method=dpo".into()]).expect("DPO's task recipe");
+    assert_eq!(
+        (config.optimizer, config.learning_rate, config.ref_update),
+        (OptimizerName::Adamw, 1e-5, RefUpdate::Ema)
+    );
+    let config = resolve(None, &["method=ipo".into()]).expect("IPO's defaults");
+    assert_eq!(config, method_defaults(Method::Ipo, SapoObjective::Dpo));
+    let config = resolve(None, &["objective=orpo".into()]).expect("SAPO-ORPO's task recipe");
+    assert_eq!((config.optimizer, config.learning_rate), (OptimizerName::Adamw, 1e-3));
+    assert_eq!(config.lr_scheduler_type, sapo_core::optim::ScheduleKind::InverseSqrt);
 }
 
 #[test]
 fn derived_limits_follow_what_the_user_set() {
-    let config = resolve(None, &["method=dpo".into(), "max_length=128".into()]).expect("prompt limit derived");
+    let config = resolve(None, &["method=ipo".into(), "max_length=128".into()]).expect("prompt limit derived");
     assert_eq!(config.max_prompt_length, 112);
     let config =
-        resolve(None, &["method=dpo".into(), "max_length=128".into(), "max_prompt_length=64".into()]).expect("set");
+        resolve(None, &["method=ipo".into(), "max_length=128".into(), "max_prompt_length=64".into()]).expect("set");
     assert_eq!(config.max_prompt_length, 64);
-    let error = resolve(None, &["method=dpo".into(), "max_length=128".into(), "max_prompt_length=128".into()])
+    let error = resolve(None, &["method=ipo".into(), "max_length=128".into(), "max_prompt_length=128".into()])
         .unwrap_err()
         .to_string();
     assert!(error.starts_with("--set max_prompt_length=128"), "{error}");
@@ -139,20 +146,50 @@ fn help_prints_the_defaults_resolve_gives_for_every_method() {
         }
         assert_eq!(resolved["method"].as_str(), Some(variant.method.name()));
     }
-    // No method named: SAPO, with the shipped task's recipe over its defaults.
-    let resolved = toml::Table::try_from(resolve(None, &[]).expect("main job")).expect("toml");
     assert_eq!(printed_value(printed_default(&help, "method"), Variant::all()[0]).as_str(), Some("sapo"));
-    let task: toml::Table = toml::from_str(TASK_CONFIG).expect("task recipe");
-    let sapo = Variant { method: Method::Sapo, objective: SapoObjective::Dpo };
-    for field in FIELDS {
-        let expected = match task.get(field.name) {
-            Some(value) => {
-                let line = format!("  {} = {}\n", field.name, super::help::show(value));
-                assert!(help.contains(&line), "{} missing from the task section", field.name);
-                coerce(field.name, value)
-            }
-            None => printed_value(printed_default(&help, field.name), sapo),
-        };
-        assert_eq!(expected, resolved[field.name], "{} of the main job", field.name);
+}
+
+/// The `key = value` pairs `--help` lists for `variant`'s task recipe.
+fn printed_task_recipe(help: &str, variant: Variant) -> Option<toml::Table> {
+    let prefix = format!("  {}: ", variant.label());
+    let section = help.split("With neither --config nor a model").nth(1).expect("the task section");
+    let line = section.lines().find_map(|line| line.strip_prefix(&prefix)).expect("a line per method");
+    if line.starts_with("none") {
+        return None;
+    }
+    Some(
+        line.split(", ")
+            .map(|pair| pair.split_once(" = ").expect("key = value"))
+            .map(|(k, v)| (k.to_string(), toml_value(v)))
+            .collect(),
+    )
+}
+
+#[test]
+fn help_prints_the_task_recipe_resolve_layers_for_every_method() {
+    let help = help_text();
+    for variant in Variant::all() {
+        // No model named: the shipped task, with the method's recipe if it has one.
+        let mut overrides = Vec::new();
+        if variant.method != Method::Sapo {
+            overrides.push(format!("method={}", variant.method.name()));
+        }
+        if variant.objective == SapoObjective::Orpo {
+            overrides.push("objective=orpo".into());
+        }
+        let resolved = toml::Table::try_from(resolve(None, &overrides).expect("task run resolves")).expect("toml");
+        let recipe = printed_task_recipe(&help, variant);
+        assert_eq!(recipe.is_some(), !matches!(variant.method, Method::Ipo | Method::Hinge), "{}", variant.label());
+        if let Some(recipe) = &recipe {
+            assert_eq!(recipe.get("method").and_then(toml::Value::as_str), Some(variant.method.name()));
+        }
+        for field in FIELDS {
+            let expected = match recipe.as_ref().and_then(|recipe| recipe.get(field.name)) {
+                Some(value) => coerce(field.name, value),
+                None if field.name == "method" => toml::Value::String(variant.method.name().into()),
+                None => printed_value(printed_default(&help, field.name), variant),
+            };
+            assert_eq!(expected, resolved[field.name], "{} of {} on the task", field.name, variant.label());
+        }
     }
 }
